@@ -1,0 +1,37 @@
+"""The ``internvl-course`` command (installed in the course env)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="internvl-course", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="check both environments, the hardware and what is built")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
+    run = sub.add_parser("run", help="run the course notebooks headless with papermill")
+    run.add_argument("--only", action="append", default=[],
+                     help="notebook number(s) to run, e.g. --only 03 (repeatable)")
+    run.add_argument("--params", default="full",
+                     help="'smoke' (small and fast), 'full' (the notebooks' own defaults) or a YAML/JSON file")
+    run.add_argument("--out", default=None, help="output folder (default work_dirs/runs/<timestamp>)")
+
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from .doctor import main as doctor_main
+
+        return doctor_main(as_json=args.json)
+    if args.command == "run":
+        from .runner import main as run_main
+
+        return run_main(only=args.only, params=args.params, out=args.out)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

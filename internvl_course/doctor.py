@@ -1,0 +1,201 @@
+"""``internvl-course doctor``: is this machine ready for the course, and if not, what to do.
+
+One table covers both environments, the hardware, which chat backends can run here and why
+not, and the kit's generated artefacts. Every missing piece gets exactly one fix hint and
+makes the exit status 1, so an instructor can run it before class and a script can trust it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .paths import (COURSE_ENV_NAME, KERNEL_NAME, TRAIN_ENV_NAME, env_python, food_data_dir,
+                    repo_root, tiny_model_dir)
+from .trainenv import TrainEnvMissing, train_env_versions
+
+COURSE_ENV_PACKAGES = ("torch", "transformers", "lmdeploy", "gradio", "timm", "papermill", "nbval",
+                       "jupyterlab", "internvl-course")
+#: Below this much free disk the course cannot build its models and runs.
+MIN_FREE_GB = 5.0
+
+OK, MISSING, NO, INFO = "ok", "MISSING", "no", "info"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # OK, MISSING (a problem: exit 1), NO (cannot run here, not a problem), INFO
+    detail: str
+    fix: str = ""
+
+
+def _version(name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _versions_text(versions: dict[str, str | None]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+
+
+def check_course_env() -> Check:
+    versions = {"python": platform.python_version(), **{p: _version(p) for p in COURSE_ENV_PACKAGES}}
+    absent = [p for p in COURSE_ENV_PACKAGES if versions[p] is None]
+    where = Path(sys.prefix)
+    if absent:
+        return Check(f"course env ({where.name})", MISSING, f"missing: {', '.join(absent)}",
+                     "run `make setup` (installs requirements/course.lock into .venv/)")
+    return Check(f"course env ({where.name})", OK, _versions_text(versions))
+
+
+def check_train_env() -> Check:
+    name = f"train env ({TRAIN_ENV_NAME})"
+    try:
+        versions = train_env_versions()
+    except (TrainEnvMissing, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+        return Check(name, MISSING, str(err).splitlines()[0],
+                     "run `make setup` (installs requirements/train.lock into .venv-train/)")
+    absent = [k for k, v in versions.items() if v is None]
+    if absent:
+        return Check(name, MISSING, f"missing: {', '.join(absent)}",
+                     "run `make setup` to reinstall .venv-train/ from requirements/train.lock")
+    return Check(name, OK, _versions_text(versions))
+
+
+def check_kernel() -> Check:
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    except ImportError:
+        return Check("jupyter kernel", MISSING, "jupyter_client is not installed", "run `make setup`")
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel:
+        return Check("jupyter kernel", MISSING, f"no kernel named {KERNEL_NAME!r}",
+                     "run `make setup` (registers .venv as the kernel internvl-course)")
+    kernel_python = Path(spec.argv[0])
+    if not kernel_python.exists():
+        return Check("jupyter kernel", MISSING, f"{KERNEL_NAME} points at {kernel_python}, which is gone",
+                     "run `make setup` to register the kernel again")
+    return Check("jupyter kernel", OK, f"{KERNEL_NAME} -> {kernel_python}")
+
+
+def check_torch() -> tuple[Check, Check, bool]:
+    """torch itself, the GPU, and whether CUDA can be used."""
+    import torch
+
+    cuda_build = torch.version.cuda or "none"
+    if not torch.cuda.is_available():
+        return (Check("torch", OK, f"{torch.__version__} (built for CUDA {cuda_build})"),
+                Check("GPU", INFO, "no CUDA GPU: lessons run on the CPU with the embedded tiny model"),
+                False)
+    props = torch.cuda.get_device_properties(0)
+    gpu = f"{torch.cuda.device_count()} x {props.name}, {props.total_memory / 2**30:.1f} GiB, compute {props.major}.{props.minor}"
+    return (Check("torch", OK, f"{torch.__version__} (CUDA {cuda_build})"), Check("GPU", OK, gpu), True)
+
+
+def _turbomind_loads() -> tuple[bool, str]:
+    """TurboMind is a compiled extension that needs CUDA 12 libraries; try it in a subprocess."""
+    spec = importlib.util.find_spec("lmdeploy")
+    if spec is None or not any(Path(p).glob("turbomind/_turbomind*.so") for p in spec.submodule_search_locations or []):
+        return False, "this lmdeploy build has no TurboMind extension"
+    result = subprocess.run([sys.executable, "-c", "import lmdeploy.turbomind._turbomind"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return False, f"its extension does not load here ({last})"
+    return True, "loads"
+
+
+def check_backends(cuda: bool) -> list[Check]:
+    rows = [Check("chat: transformers", OK, "runs here (" + ("CUDA" if cuda else "CPU") + "), the model's own code")]
+    if _version("lmdeploy") is None:
+        rows.append(Check("chat: lmdeploy", MISSING, "lmdeploy is not installed", "run `make setup`"))
+        return rows
+    if not cuda:
+        reason = "no CUDA GPU here (LMDeploy needs one); the kit uses the transformers backend instead"
+        rows.append(Check("chat: lmdeploy pytorch", NO, reason))
+        rows.append(Check("chat: lmdeploy turbomind", NO, reason))
+        return rows
+    if _version("triton") is None:
+        rows.append(Check("chat: lmdeploy pytorch", NO, "triton is not installed (the PyTorch engine needs it)"))
+    else:
+        rows.append(Check("chat: lmdeploy pytorch", OK, "runs here"))
+    loads, why = _turbomind_loads()
+    rows.append(Check("chat: lmdeploy turbomind", OK if loads else NO,
+                      "runs here" if loads else f"{why}; the PyTorch engine is used instead"))
+    return rows
+
+
+def check_flash_attn() -> Check:
+    version = _version("flash-attn") or _version("flash_attn")
+    if version:
+        return Check("flash-attn", OK, version)
+    return Check("flash-attn", INFO, "not installed (optional: the model falls back to SDPA attention)")
+
+
+def check_disk() -> Check:
+    free_gb = shutil.disk_usage(repo_root()).free / 1e9
+    if free_gb < MIN_FREE_GB:
+        return Check("free disk", MISSING, f"{free_gb:.1f} GB free at {repo_root()}",
+                     f"free at least {MIN_FREE_GB:.0f} GB (models and runs go to work_dirs/)")
+    return Check("free disk", OK, f"{free_gb:.0f} GB free at {repo_root()}")
+
+
+def check_artifact(name: str, path: Path, builder_module: str, marker: str) -> Check:
+    """A generated artefact: built, missing (with the command that builds it), or not in the kit yet."""
+    if (path / marker).exists():
+        return Check(name, OK, str(path))
+    if importlib.util.find_spec(builder_module) is None:
+        return Check(name, INFO, "not part of this version of the kit yet")
+    return Check(name, MISSING, f"not built: {path / marker} is missing", "run `make setup` to build it")
+
+
+def run_checks() -> list[Check]:
+    torch_row, gpu_row, cuda = check_torch()
+    return [
+        check_course_env(),
+        check_train_env(),
+        check_kernel(),
+        torch_row,
+        gpu_row,
+        *check_backends(cuda),
+        check_flash_attn(),
+        check_disk(),
+        check_artifact("embedded model", tiny_model_dir(), "internvl_course.tiny", "config.json"),
+        check_artifact("food dataset", food_data_dir(), "internvl_course.data", "train.json"),
+    ]
+
+
+def format_table(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = [f"{'check':<{width}}  {'status':<7}  detail", f"{'-' * width}  {'-' * 7}  {'-' * 40}"]
+    lines += [f"{c.name:<{width}}  {c.status:<7}  {c.detail}" for c in checks]
+    problems = [c for c in checks if c.status == MISSING]
+    if problems:
+        lines.append("")
+        lines.append(f"{len(problems)} problem(s). To fix:")
+        lines += [f"  - {c.name}: {c.fix}" for c in problems]
+    else:
+        lines.append("")
+        lines.append("Everything the course needs is here.")
+    return "\n".join(lines)
+
+
+def main(as_json: bool = False) -> int:
+    """Print the table (or JSON) and return 1 when anything is missing."""
+    checks = run_checks()
+    if as_json:
+        print(json.dumps([asdict(c) for c in checks], indent=2, ensure_ascii=False))
+    else:
+        print(format_table(checks))
+    return 1 if any(c.status == MISSING for c in checks) else 0

@@ -1,0 +1,51 @@
+"""Where the kit keeps things.
+
+Everything the kit generates (models, checkpoints, runs, caches) lives under ``work_dirs/`` so
+that a source model, checkpoint or dataset is never touched and ``git status`` stays clean.
+Each location can be moved with an environment variable, which is how tests and shared lab
+machines point the kit somewhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The names of the two environments the Makefile creates (see README, "Two environments").
+COURSE_ENV_NAME = ".venv"
+TRAIN_ENV_NAME = ".venv-train"
+#: The Jupyter kernel every notebook runs in.
+KERNEL_NAME = "internvl-course"
+
+
+def repo_root() -> Path:
+    """The checkout that holds ``pyproject.toml`` (the package is installed editable)."""
+    override = os.environ.get("INTERNVL_COURSE_ROOT")
+    return Path(override).resolve() if override else Path(__file__).resolve().parent.parent
+
+
+def work_dir() -> Path:
+    """Root of everything generated: ``work_dirs/`` unless ``INTERNVL_COURSE_WORK_DIRS`` is set."""
+    override = os.environ.get("INTERNVL_COURSE_WORK_DIRS")
+    return Path(override).resolve() if override else repo_root() / "work_dirs"
+
+
+def env_python(env_name: str) -> Path:
+    """The interpreter of one of the kit's virtual environments (it may not exist yet)."""
+    if env_name == TRAIN_ENV_NAME and os.environ.get("INTERNVL_COURSE_TRAIN_PYTHON"):
+        return Path(os.environ["INTERNVL_COURSE_TRAIN_PYTHON"])
+    return repo_root() / env_name / "bin" / "python"
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def tiny_model_dir() -> Path:
+    """The embedded tiny InternVL2 that setup builds (the CPU default for every lesson)."""
+    return work_dir() / "models" / "internvl2-tiny"
+
+
+def food_data_dir() -> Path:
+    """The kit's own food VQA dataset."""
+    return repo_root() / "data" / "food"

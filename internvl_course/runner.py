@@ -1,0 +1,150 @@
+"""``internvl-course run`` (``make course``): run the course notebooks headless, in order.
+
+Each notebook runs with papermill in the ``internvl-course`` kernel. The executed notebooks,
+their figures and a summary page (status, duration and published numbers per notebook) go to
+``work_dirs/runs/<timestamp>/``. A failure names the notebook and the cell, and the exit status
+is non-zero, so an instructor can trust one command before class.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .fileio import atomic_write_bytes, atomic_write_text
+from .lessons import COURSE, SMOKE_PARAMS, Notebook, missing, present
+from .paths import KERNEL_NAME, work_dir
+from .publish import read_published
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    published: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def load_params(params: str) -> dict[str, dict[str, Any]]:
+    """``smoke``, ``full`` or a YAML/JSON file mapping notebook numbers to parameters."""
+    if params == "smoke":
+        return SMOKE_PARAMS
+    if params == "full":
+        return {}
+    path = Path(params)
+    if not path.is_file():
+        raise SystemExit(f"--params {params!r}: not 'smoke', not 'full', and no such file. "
+                         "Give smoke, full, or a YAML/JSON file like {\"03\": {\"max_num\": 6}}.")
+    import yaml
+
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+        raise SystemExit(f"{path}: expected a mapping of notebook numbers to parameter mappings, "
+                         "for example {\"03\": {\"max_num\": 6}}.")
+    return {str(k).zfill(2): v for k, v in loaded.items()}
+
+
+def select(only: list[str]) -> list[Notebook]:
+    chosen = present()
+    if not only:
+        return chosen
+    wanted = {o.zfill(2) for o in only}
+    known = {nb.number for nb in COURSE}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise SystemExit(f"--only {', '.join(unknown)}: no such notebook. The course has "
+                         + ", ".join(nb.number for nb in COURSE) + ".")
+    not_built = sorted(wanted - {nb.number for nb in chosen})
+    if not_built:
+        raise SystemExit(f"--only {', '.join(not_built)}: not built yet (no file in notebooks/).")
+    return [nb for nb in chosen if nb.number in wanted]
+
+
+def _save_figures(executed: Any, nb: Notebook, figures_dir: Path) -> list[str]:
+    saved = []
+    for index, cell in enumerate(executed.cells):
+        for k, output in enumerate(cell.get("outputs", [])):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                path = figures_dir / f"{nb.number}_cell{index:02d}_{k}.png"
+                atomic_write_bytes(path, base64.b64decode(png))
+                saved.append(str(path.relative_to(figures_dir.parent)))
+    return saved
+
+
+def run_notebook(nb: Notebook, parameters: dict[str, Any], out_dir: Path,
+                 source_dir: Path | None = None) -> NotebookResult:
+    """Execute one notebook into ``out_dir``; a failure is reported, never raised."""
+    import nbformat
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / nb.filename
+    start = time.perf_counter()
+    error = ""
+    try:
+        source = nb.path(source_dir)
+        pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
+                            cwd=str(source.parent), progress_bar=False)
+    except pm.PapermillExecutionError as err:
+        error = f"{nb.filename} failed in cell {err.cell_index} (execution count {err.exec_count}): {err.ename}: {err.evalue}"
+    except Exception as err:  # the kernel died, a missing kernel, a bad notebook file ...
+        error = f"{nb.filename} could not run: {type(err).__name__}: {err}"
+    seconds = time.perf_counter() - start
+    if not output.exists():
+        return NotebookResult(nb.filename, "failed", seconds, error=error)
+    executed = nbformat.read(output, as_version=4)
+    return NotebookResult(nb.filename, "failed" if error else "ok", seconds, read_published(executed),
+                          _save_figures(executed, nb, out_dir / "figures"), error)
+
+
+def _summary_markdown(results: list[NotebookResult], params: str, not_built: list[Notebook]) -> str:
+    lines = [f"# Course run {datetime.now():%Y-%m-%d %H:%M:%S}", "", f"Parameters: `{params}`", "",
+             "| notebook | status | seconds | published |", "| --- | --- | --- | --- |"]
+    for r in results:
+        pub = ", ".join(f"{k}={v}" for k, v in r.published.items())
+        lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {pub} |")
+    lines.append(f"| total | | {sum(r.seconds for r in results):.1f} | |")
+    for r in results:
+        if r.error:
+            lines += ["", f"**{r.notebook}**: {r.error}"]
+        if r.figures:
+            lines += ["", f"## {r.notebook}", ""] + [f"![{f}]({f})" for f in r.figures]
+    if not_built:
+        lines += ["", "Not built yet: " + ", ".join(nb.filename for nb in not_built)]
+    return "\n".join(lines) + "\n"
+
+
+def main(only: list[str], params: str = "full", out: str | None = None) -> int:
+    parameters = load_params(params)
+    chosen = select(only)
+    not_built = missing() if not only else []
+    out_dir = Path(out) if out else work_dir() / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not_built:
+        print("Not built yet (skipped): " + ", ".join(f"{nb.number} {nb.title}" for nb in not_built))
+    results = []
+    for i, nb in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] {nb.filename} ...", flush=True)
+        result = run_notebook(nb, parameters.get(nb.number, {}), out_dir)
+        print(f"      {result.status} in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""),
+              flush=True)
+        results.append(result)
+    atomic_write_text(out_dir / "summary.json",
+                      json.dumps({"params": params, "results": [asdict(r) for r in results],
+                                  "not_built": [nb.filename for nb in not_built]}, indent=2, ensure_ascii=False))
+    atomic_write_text(out_dir / "summary.md", _summary_markdown(results, params, not_built))
+    failed = [r for r in results if r.status != "ok"]
+    total = sum(r.seconds for r in results)
+    print(f"{len(results) - len(failed)} of {len(results)} notebook(s) ran in {total:.1f} s; "
+          f"summary: {out_dir / 'summary.md'}")
+    for r in failed:
+        print(f"FAILED {r.error}")
+    return 1 if failed else 0
