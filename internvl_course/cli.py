@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 
@@ -20,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="'smoke' (small and fast), 'full' (the notebooks' own defaults) or a YAML/JSON file")
     run.add_argument("--out", default=None, help="output folder (default work_dirs/runs/<timestamp>)")
 
+    demo = sub.add_parser("demo", help="the gradio chat demo (lesson 04)")
+    demo.add_argument("--model", default=None, help="model directory (default: the embedded tiny model)")
+    demo.add_argument("--port", type=int, default=1096)
+    demo.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes the demo to your network")
+
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from .doctor import main as doctor_main
@@ -29,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import main as run_main
 
         return run_main(only=args.only, params=args.params, out=args.out)
+    if args.command == "demo":
+        if importlib.util.find_spec("internvl_course.demo") is None:
+            print("The chat demo is not built yet: it arrives with lesson 04 (chat with LMDeploy).",
+                  file=sys.stderr)
+            return 2
+        from .demo import main as demo_main
+
+        return demo_main(model=args.model, host=args.host, port=args.port)
     parser.error(f"unknown command {args.command}")
     return 2
 
