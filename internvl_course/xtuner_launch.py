@@ -1,0 +1,53 @@
+"""Run ``xtuner.tools.train`` in the train env, on a CPU as well as on GPUs.
+
+Usage (inside ``.venv-train``)::
+
+    python -m internvl_course.xtuner_launch CONFIG [xtuner.tools.train arguments ...]
+
+On a CUDA machine this is plain ``xtuner.tools.train``. On a CPU it first sets up what XTuner
+0.2.0 cannot set up itself there (FACTS.md section 2): XTuner's InternVL model calls
+``torch.distributed.get_rank()``, and mmengine's ``pytorch`` launcher calls
+``torch.cuda.set_device``, so a one-process gloo group is initialised here, before XTuner's own
+``main()`` runs as ``__main__``. The exit status is XTuner's own (``xtuner train`` would drop it).
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import socket
+import sys
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_cpu_process_group() -> None:
+    """A world of one process on gloo, with the variables DeepSpeed also reads (else it looks for mpi4py)."""
+    import torch.distributed as dist
+
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo", rank=0, world_size=1)
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit("usage: python -m internvl_course.xtuner_launch CONFIG [xtuner.tools.train arguments]")
+    import torch
+
+    if not torch.cuda.is_available():
+        init_cpu_process_group()
+    sys.argv = ["xtuner.tools.train", *argv]
+    runpy.run_module("xtuner.tools.train", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
