@@ -49,7 +49,13 @@ $(UV):
 	$(UV) pip install --quiet --python $(TRAIN_PY) --no-deps -e .
 	cp requirements/train.lock $@
 
-setup: .venv/.installed .venv-train/.installed
+# The embedded tiny InternVL2, rebuilt when the code that makes it changes.
+TINY_MODEL := work_dirs/models/internvl2-tiny/config.json
+TINY_SOURCES := $(wildcard internvl_course/modelcode/*.py) internvl_course/tiny.py internvl_course/tokenizer_build.py internvl_course/corpus.py
+$(TINY_MODEL): $(TINY_SOURCES) .venv/.installed
+	$(COURSE_PY) -m internvl_course.cli build --force
+
+setup: .venv/.installed .venv-train/.installed $(TINY_MODEL)
 
 course: setup
 	$(COURSE_PY) -m internvl_course.cli run --params $(PARAMS)

@@ -7,12 +7,31 @@ import importlib.util
 import sys
 
 
+def build_artifacts(force: bool = False) -> int:
+    """Build what the course generates, skipping what is already there (unless ``force``)."""
+    from .paths import tiny_model_dir
+    from .tiny import build_tiny_model
+
+    target = tiny_model_dir()
+    if (target / "config.json").exists() and not force:
+        print(f"embedded model: already built at {target}")
+        return 0
+    print(f"embedded model: building {target} ...", flush=True)
+    build_tiny_model(target, overwrite=True)  # the kit's own generated folder, never a user's model
+    size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
+    print(f"embedded model: built {target} ({size:.1f} MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="internvl-course", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     doctor = sub.add_parser("doctor", help="check both environments, the hardware and what is built")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
+    build = sub.add_parser("build", help="build the embedded tiny InternVL2 (setup does this)")
+    build.add_argument("--force", action="store_true", help="rebuild even if it exists")
 
     run = sub.add_parser("run", help="run the course notebooks headless with papermill")
     run.add_argument("--only", action="append", default=[],
@@ -31,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import main as doctor_main
 
         return doctor_main(as_json=args.json)
+    if args.command == "build":
+        return build_artifacts(force=args.force)
     if args.command == "run":
         from .runner import main as run_main
 

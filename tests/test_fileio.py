@@ -31,3 +31,13 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["model.bin"]
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    target = atomic_write_text(tmp_path / "config.json", "{}")
+    mask = os.umask(0o022)
+    try:
+        target = atomic_write_text(tmp_path / "config.json", "{}")
+    finally:
+        os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,191 @@
+"""XTuner fine-tuning configs for InternVL2, rendered from presets.
+
+A preset is a dict of settings; ``render_config`` turns settings into the Python config file
+that ``xtuner.tools.train`` reads. Every setting can be overridden, and unknown names are
+rejected with the list of known ones, so a typo never silently trains with a default.
+
+Presets:
+
+- ``tutorial``: the original tutorial's run (InternVL2-2B on a GPU, DeepSpeed ZeRO-2). It differs
+  from XTuner's upstream ``internvl_v2_internlm2_2b_lora_finetune.py`` in batch size 4 (8),
+  10 epochs (1), lr 3e-5 (1e-6), checkpoints every 64 steps (1000) and keeping them all
+  (FACTS.md section 5).
+- ``cpu-tiny``: the embedded tiny model on a CPU. XTuner runs there with a plain
+  ``OptimWrapper`` (its AMP wrapper asserts a GPU), gloo, no dataloader workers and at least two
+  warm-up iterations (FACTS.md section 2); ``internvl_course.xtuner_launch`` sets up the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .fileio import atomic_write_text
+
+# Settings shared by every preset: XTuner's InternVL2-2B LoRA recipe (FACTS.md section 5).
+_BASE: dict[str, Any] = {
+    "model_path": None,
+    "data_path": None,
+    "image_folder": None,
+    "max_length": 8192,
+    "batch_size": 4,
+    "accumulative_counts": 2,
+    "dataloader_num_workers": 4,
+    "max_epochs": 1,
+    "max_iters": None,  # default: max_epochs x ceil(samples / batch_size), from the dataset
+    "lr": 1e-6,
+    "betas": (0.9, 0.999),
+    "weight_decay": 0.05,
+    "max_norm": 1.0,
+    "warmup_ratio": 0.03,
+    "min_warmup_iters": 0,
+    "save_steps": 1000,
+    "save_total_limit": 1,
+    "lora_r": 128,
+    "lora_alpha": 256,
+    "lora_dropout": 0.05,
+    "freeze_llm": True,
+    "freeze_visual_encoder": True,
+    "quantization_llm": False,
+    "amp": True,  # fp16 AMP on a GPU; a CPU trains in the model's dtype
+    "dist_backend": "nccl",
+    "seed": 0,
+    "log_interval": 10,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tutorial": {**_BASE, "batch_size": 4, "max_epochs": 10, "lr": 3e-5, "save_steps": 64,
+                 "save_total_limit": -1},
+    "cpu-tiny": {**_BASE, "max_length": 2048, "batch_size": 2, "accumulative_counts": 1,
+                 "dataloader_num_workers": 0, "max_epochs": 1, "lr": 2e-4, "min_warmup_iters": 2,
+                 "save_steps": 20, "save_total_limit": 2, "lora_r": 8, "lora_alpha": 16, "amp": False,
+                 "dist_backend": "gloo", "log_interval": 1},
+}
+
+_TEMPLATE = '''\
+# XTuner config written by internvl_course.finetune (preset {preset!r}). Edit the settings through
+# internvl_course.finetune.render_config(...) rather than here, so notebooks and tests agree.
+import torch
+from mmengine.dataset import DefaultSampler
+from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR, OptimWrapper
+from peft import LoraConfig
+from torch.optim import AdamW
+from xtuner.dataset import InternVL_V1_5_Dataset
+from xtuner.dataset.collate_fns import default_collate_fn
+from xtuner.dataset.samplers import LengthGroupedSampler
+from xtuner.engine.runner import TrainLoop
+from xtuner.model import InternVL_V1_5
+from xtuner.utils import PROMPT_TEMPLATE
+
+settings = {settings!r}
+path = settings["model_path"]
+prompt_template = PROMPT_TEMPLATE.internlm2_chat
+
+model = dict(
+    type=InternVL_V1_5,
+    model_path=path,
+    freeze_llm=settings["freeze_llm"],
+    freeze_visual_encoder=settings["freeze_visual_encoder"],
+    quantization_llm=settings["quantization_llm"],
+    llm_lora=dict(type=LoraConfig, r=settings["lora_r"], lora_alpha=settings["lora_alpha"],
+                  lora_dropout=settings["lora_dropout"], target_modules=None, task_type="CAUSAL_LM"),
+)
+
+llava_dataset = dict(type=InternVL_V1_5_Dataset, model_path=path, data_paths=settings["data_path"],
+                     image_folders=settings["image_folder"], template=prompt_template,
+                     max_length=settings["max_length"])
+train_dataloader = dict(
+    batch_size=settings["batch_size"],
+    num_workers=settings["dataloader_num_workers"],
+    dataset=llava_dataset,
+    sampler=dict(type=LengthGroupedSampler, length_property="modality_length",
+                 per_device_batch_size=settings["batch_size"] * settings["accumulative_counts"]),
+    collate_fn=dict(type=default_collate_fn),
+)
+
+optim_wrapper = dict(
+    type=AmpOptimWrapper if settings["amp"] else OptimWrapper,
+    optimizer=dict(type=AdamW, lr=settings["lr"], betas=settings["betas"], weight_decay=settings["weight_decay"]),
+    clip_grad=dict(max_norm=settings["max_norm"], error_if_nonfinite=False),
+    accumulative_counts=settings["accumulative_counts"],
+    **(dict(loss_scale="dynamic", dtype="float16") if settings["amp"] else {{}}),
+)
+
+# Warm-up for warmup_ratio of the run (at least min_warmup_iters), then cosine decay to 0.
+# Counted in iterations (dataloader steps): max_iters = epochs x ceil(samples / batch size).
+warmup = max(settings["min_warmup_iters"], int(settings["warmup_ratio"] * settings["max_iters"]), 1)
+param_scheduler = [
+    dict(type=LinearLR, start_factor=1e-5, by_epoch=False, begin=0, end=warmup),
+    dict(type=CosineAnnealingLR, eta_min=0.0, by_epoch=False, begin=warmup, end=max(settings["max_iters"], warmup + 1)),
+]
+train_cfg = dict(type=TrainLoop, max_iters=settings["max_iters"])
+
+default_hooks = dict(
+    timer=dict(type=IterTimerHook),
+    logger=dict(type=LoggerHook, log_metric_by_epoch=False, interval=settings["log_interval"]),
+    param_scheduler=dict(type=ParamSchedulerHook),
+    checkpoint=dict(type=CheckpointHook, save_optimizer=False, by_epoch=False,
+                    interval=settings["save_steps"], max_keep_ckpts=settings["save_total_limit"]),
+    sampler_seed=dict(type=DistSamplerSeedHook),
+)
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+               dist_cfg=dict(backend=settings["dist_backend"]))
+visualizer = None
+log_level = "INFO"
+load_from = None
+resume = False
+randomness = dict(seed=settings["seed"], deterministic=False)
+log_processor = dict(by_epoch=False)
+'''
+
+
+def settings_for(preset: str, **overrides: Any) -> dict[str, Any]:
+    """The preset's settings with ``overrides`` applied; unknown presets or names are errors."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - set(_BASE))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_BASE))}")
+    settings = {**PRESETS[preset], **overrides}
+    for key in ("model_path", "data_path", "image_folder"):
+        if not settings[key]:
+            raise ValueError(f"{key} is required: pass {key}=... (a path)")
+        settings[key] = str(Path(settings[key]).resolve())
+    if settings["max_iters"] is None:
+        samples = count_samples(settings["data_path"])
+        settings["max_iters"] = settings["max_epochs"] * math.ceil(samples / settings["batch_size"])
+    if settings["max_iters"] < 1:
+        raise ValueError(f"max_iters must be at least 1, got {settings['max_iters']}")
+    return settings
+
+
+def count_samples(data_path: str | Path) -> int:
+    """Items in a LLaVA-format .json (a list) or .jsonl file, with a clear error for anything else."""
+    path = Path(data_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data_path {path} does not exist: point it at the LLaVA-format .json/.jsonl file")
+    try:
+        if path.suffix == ".jsonl":
+            return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); XTuner needs a list of "
+                         '{"image": ..., "conversations": [...]} items') from err
+    if path.suffix != ".json" or not isinstance(items, list):
+        raise ValueError(f"{path}: XTuner reads a .json file holding a list, or a .jsonl file")
+    if not items:
+        raise ValueError(f"{path} holds no samples")
+    return len(items)
+
+
+def render_config(preset: str, **overrides: Any) -> str:
+    """The text of an XTuner config file for ``preset`` with ``overrides``."""
+    return _TEMPLATE.format(preset=preset, settings=settings_for(preset, **overrides))
+
+
+def write_config(path: str | Path, preset: str, **overrides: Any) -> Path:
+    """Render and write the config atomically; returns its path."""
+    return atomic_write_text(Path(path), render_config(preset, **overrides))

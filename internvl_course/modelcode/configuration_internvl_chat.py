@@ -1,0 +1,106 @@
+"""Configuration of InternVLChatModel: a vision config, an LLM config and how they are joined.
+
+Field names and defaults follow OpenGVLab's ``InternVLChatConfig`` (model_type "internvl_chat").
+Only InternLM2 language models are built by this code (InternVL2-2B, -8B, -26B use it); the
+official class also accepts Llama, Phi-3 and Qwen2, which the kit does not need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from .configuration_intern_vit import InternVisionConfig
+from .configuration_internlm2 import InternLM2Config
+
+#: Where a model directory's config.json points transformers (the same entries as InternVL2-2B).
+AUTO_MAP = {
+    "AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+    "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+    "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel",
+}
+
+#: The code files a model directory must carry next to config.json for trust_remote_code.
+MODEL_CODE_FILES = (
+    "configuration_intern_vit.py",
+    "configuration_internlm2.py",
+    "configuration_internvl_chat.py",
+    "modeling_intern_vit.py",
+    "modeling_internlm2.py",
+    "modeling_internvl_chat.py",
+    "conversation.py",
+)
+
+
+class InternVLChatConfig(PretrainedConfig):
+    """InternVL = InternViT + MLP projector (``mlp1``) + LLM.
+
+    ``force_image_size`` is the tile size (448 for InternVL2); ``downsample_ratio`` is the pixel
+    shuffle scale (0.5: four patches become one token); ``ps_version`` "v1" leaves the shuffled
+    grid transposed, "v2" (InternVL2) puts it back; ``select_layer`` picks the ViT layer whose
+    output is used (-1: the last); ``template`` names the conversation template of ``chat()``;
+    ``dynamic_image_size``, ``use_thumbnail``, ``min/max_dynamic_patch`` describe the tiling the
+    preprocessing applies. ``use_backbone_lora``/``use_llm_lora`` are kept for config
+    compatibility and must be 0: this code never wraps LoRA itself (XTuner and peft do).
+    """
+
+    model_type = "internvl_chat"
+    # Makes transformers 4.48 save both sub-configs in full (it would otherwise drop every value
+    # equal to a default, and a config.json that omits fields is harder to read and to diff).
+    is_composition = True
+
+    def __init__(
+        self,
+        vision_config: dict[str, Any] | InternVisionConfig | None = None,
+        llm_config: dict[str, Any] | InternLM2Config | None = None,
+        use_backbone_lora: int = 0,
+        use_llm_lora: int = 0,
+        select_layer: int = -1,
+        force_image_size: int | None = None,
+        downsample_ratio: float = 0.5,
+        template: str | None = None,
+        dynamic_image_size: bool = False,
+        use_thumbnail: bool = False,
+        ps_version: str = "v1",
+        min_dynamic_patch: int = 1,
+        max_dynamic_patch: int = 6,
+        auto_map: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        if use_backbone_lora or use_llm_lora:
+            raise NotImplementedError("use_backbone_lora/use_llm_lora: wrap the model with peft instead")
+        if ps_version not in ("v1", "v2"):
+            raise ValueError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
+        self.vision_config = _as_config(InternVisionConfig, vision_config)
+        self.llm_config = _as_config(InternLM2Config, llm_config)
+        architectures = self.llm_config.architectures or ["InternLM2ForCausalLM"]
+        if architectures[0] != "InternLM2ForCausalLM":
+            raise NotImplementedError(f"only InternLM2 language models are supported, got {architectures[0]}")
+        self.llm_config.architectures = architectures
+        self.use_backbone_lora = use_backbone_lora
+        self.use_llm_lora = use_llm_lora
+        self.select_layer = select_layer
+        self.force_image_size = force_image_size
+        self.downsample_ratio = downsample_ratio
+        self.template = template
+        self.dynamic_image_size = dynamic_image_size
+        self.use_thumbnail = use_thumbnail
+        self.ps_version = ps_version
+        self.min_dynamic_patch = min_dynamic_patch
+        self.max_dynamic_patch = max_dynamic_patch
+        self.auto_map = auto_map or dict(AUTO_MAP)
+        super().__init__(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nest the two sub-configs as plain dicts, as InternVL2's config.json does."""
+        output = super().to_dict()
+        output["vision_config"] = self.vision_config.to_dict()
+        output["llm_config"] = self.llm_config.to_dict()
+        return output
+
+
+def _as_config(config_class: type[PretrainedConfig], value: Any) -> PretrainedConfig:
+    if isinstance(value, config_class):
+        return value
+    return config_class(**(value or {}))

@@ -1,0 +1,304 @@
+"""InternVLChatModel: InternViT + the ``mlp1`` projector + InternLM2, with InternVL's chat API.
+
+How an image reaches the language model (InternVL2):
+
+1. Each 448x448 tile goes through InternViT: 1 class token + 32x32 patch tokens of width 1024.
+2. The class token is dropped and ``pixel_shuffle`` folds every 2x2 block of patches into one
+   token four times as wide: 16x16 = 256 tokens of width 4096.
+3. ``mlp1`` (LayerNorm, Linear, GELU, Linear) maps them to the LLM's width.
+4. The prompt holds ``<img>`` + 256 x tiles ``<IMG_CONTEXT>`` placeholders + ``</img>``; the
+   placeholders' embeddings are replaced by the image tokens and the LLM reads the sequence.
+
+Weight names follow OpenGVLab's InternVLChatModel (``vision_model.*``, ``mlp1.{0,1,3}``,
+``language_model.*``), so official InternVL2-2B checkpoints load unchanged. XTuner drives the
+training path (``extract_feature``, ``language_model``, ``mlp1``, ``img_context_token_id``);
+``chat``/``batch_chat`` are the official inference helpers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_internvl_chat import InternVLChatConfig
+from .conversation import get_conv_template
+from .modeling_intern_vit import InternVisionModel
+from .modeling_internlm2 import InternLM2ForCausalLM
+
+IMG_START_TOKEN = "<img>"
+IMG_END_TOKEN = "</img>"
+IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+
+
+def pixel_shuffle(x: torch.Tensor, scale_factor: float = 0.5, version: str = "v2") -> torch.Tensor:
+    """Trade grid resolution for width: [N, W, H, C] -> [N, W*s, H*s, C/s^2].
+
+    With s = 0.5 every 2x2 block of patch features becomes one feature four times as wide
+    (InternVL2: 32x32x1024 -> 16x16x4096). The folding first merges neighbours along the second
+    axis, swaps the two grid axes, then merges along the other one, which leaves the grid
+    transposed: "v1" (InternVL 1.5) keeps it so, "v2" (InternVL2, LMDeploy) swaps it back.
+    """
+    n, w, h, c = x.shape
+    x = x.reshape(n, w, int(h * scale_factor), int(c / scale_factor))
+    x = x.permute(0, 2, 1, 3)
+    x = x.reshape(n, int(h * scale_factor), int(w * scale_factor), int(c / (scale_factor * scale_factor)))
+    if version == "v2":
+        x = x.permute(0, 2, 1, 3)
+    return x.contiguous()
+
+
+class InternVLChatModel(PreTrainedModel):
+    config_class = InternVLChatConfig
+    main_input_name = "pixel_values"
+    _no_split_modules = ["InternVisionModel", "InternLM2DecoderLayer"]
+    supports_gradient_checkpointing = True
+
+    def __init__(
+        self,
+        config: InternVLChatConfig,
+        vision_model: InternVisionModel | None = None,
+        language_model: InternLM2ForCausalLM | None = None,
+        use_flash_attn: bool | None = None,
+    ) -> None:
+        """``use_flash_attn`` is the switch the model cards pass to from_pretrained; without the
+        flash_attn package the LLM falls back to SDPA (see modeling_internlm2)."""
+        if use_flash_attn is not None:
+            config.vision_config.use_flash_attn = use_flash_attn
+            config.llm_config.attn_implementation = "flash_attention_2" if use_flash_attn else "eager"
+        super().__init__(config)
+        image_size = config.force_image_size or config.vision_config.image_size
+        self.patch_size = config.vision_config.patch_size
+        self.select_layer = config.select_layer
+        self.template = config.template
+        self.downsample_ratio = config.downsample_ratio
+        self.ps_version = config.ps_version
+        # InternVL2-2B: (448 / 14)^2 * 0.5^2 = 256 tokens per tile.
+        self.num_image_token = int((image_size // self.patch_size) ** 2 * config.downsample_ratio**2)
+
+        self.vision_model = vision_model if vision_model is not None else InternVisionModel(config.vision_config)
+        self.language_model = (
+            language_model if language_model is not None else InternLM2ForCausalLM(config.llm_config)
+        )
+        vit_width = config.vision_config.hidden_size * int(1 / config.downsample_ratio) ** 2
+        llm_width = config.llm_config.hidden_size
+        self.mlp1 = nn.Sequential(
+            nn.LayerNorm(vit_width), nn.Linear(vit_width, llm_width), nn.GELU(), nn.Linear(llm_width, llm_width)
+        )
+
+        # The id of <IMG_CONTEXT>: chat() sets it from the tokenizer, XTuner sets it itself.
+        self.img_context_token_id: int | None = None
+        # chat() puts this in the system turn; change it to change the assistant's persona.
+        self.system_message = get_conv_template(self.template).system_message if self.template else None
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The two towers initialise their own modules in their own post_init; this is for mlp1.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.llm_config.initializer_range)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def pixel_shuffle(self, x: torch.Tensor, scale_factor: float = 0.5) -> torch.Tensor:
+        """The module-level ``pixel_shuffle`` with this model's ``ps_version`` (InternVL's method)."""
+        return pixel_shuffle(x, scale_factor, self.ps_version)
+
+    def extract_feature(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Tiles [N, 3, S, S] -> image tokens [N, num_image_token, llm_hidden]."""
+        use_last = self.select_layer == -1
+        vision = self.vision_model(pixel_values=pixel_values, output_hidden_states=not use_last, return_dict=True)
+        features = vision.last_hidden_state if use_last else vision.hidden_states[self.select_layer]
+        features = features[:, 1:]  # drop the class token
+        n, tokens, width = features.shape
+        side = int(tokens**0.5)
+        features = self.pixel_shuffle(features.reshape(n, side, side, width), self.downsample_ratio)
+        features = features.reshape(n, -1, features.shape[-1])
+        return self.mlp1(features)
+
+    def merge_image_features(
+        self, inputs_embeds: torch.Tensor, input_ids: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Put the image tokens, in order, where the ``<IMG_CONTEXT>`` placeholders are."""
+        if self.img_context_token_id is None:
+            raise ValueError("set model.img_context_token_id = tokenizer.convert_tokens_to_ids('<IMG_CONTEXT>') first")
+        selected = input_ids == self.img_context_token_id
+        features = image_features.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds.dtype)
+        if int(selected.sum()) != features.shape[0]:
+            raise ValueError(
+                f"the prompt has {int(selected.sum())} <IMG_CONTEXT> tokens but the images give "
+                f"{features.shape[0]} features (num_image_token={self.num_image_token} per tile)"
+            )
+        return inputs_embeds.masked_scatter(selected[..., None], features)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        image_flags: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Training forward: logits (and the next-token loss when ``labels`` are given).
+
+        ``pixel_values`` holds every tile of the batch; ``image_flags`` [N] or [N, 1] marks real
+        tiles (1) and the dummy tiles of text-only samples (0), whose features are dropped.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        inputs_embeds = self.language_model.get_input_embeddings()(input_ids)
+        image_features = self.extract_feature(pixel_values)
+        if image_flags is not None:
+            image_features = image_features[image_flags.reshape(-1) == 1]
+        inputs_embeds = self.merge_image_features(inputs_embeds, input_ids, image_features)
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        return outputs if return_dict else outputs.to_tuple()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **generate_kwargs,
+    ) -> torch.LongTensor:
+        """Generate from a prompt whose ``<IMG_CONTEXT>`` placeholders stand for ``pixel_values``.
+
+        The LLM generates from embeddings, so the result holds only the new tokens. Any argument
+        of transformers' generate (generation_config, max_new_tokens, do_sample...) passes through.
+        """
+        inputs_embeds = self.language_model.get_input_embeddings()(input_ids)
+        if pixel_values is not None:
+            image_features = self.extract_feature(pixel_values.to(self.vision_model.device))
+            inputs_embeds = self.merge_image_features(inputs_embeds, input_ids, image_features)
+        generate_kwargs.setdefault("use_cache", True)
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
+
+    def chat(
+        self,
+        tokenizer,
+        pixel_values: torch.Tensor | None,
+        question: str,
+        generation_config: dict,
+        history: list[tuple[str, str]] | None = None,
+        return_history: bool = False,
+        num_patches_list: list[int] | None = None,
+        IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN,
+        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
+        verbose: bool = False,
+    ) -> str | tuple[str, list[tuple[str, str]]]:
+        """Answer ``question`` about the tiles in ``pixel_values``, as InternVL's model.chat does.
+
+        The first turn gets ``<image>\\n`` in front when it names no image; each ``<image>`` in
+        the conversation (earlier turns included, so pass the same pixel_values with history)
+        becomes ``<img>`` + ``<IMG_CONTEXT>`` x (num_image_token x tiles) + ``</img>``.
+        ``num_patches_list`` gives the tiles per image when pixel_values holds several images.
+        ``generation_config`` is a dict of generate() arguments, e.g. dict(max_new_tokens=64,
+        do_sample=False). With ``return_history`` the history including this turn comes back too.
+        """
+        if history is None and pixel_values is not None and "<image>" not in question:
+            question = "<image>\n" + question
+        if num_patches_list is None:
+            num_patches_list = [pixel_values.shape[0]] if pixel_values is not None else []
+        if pixel_values is not None and sum(num_patches_list) != pixel_values.shape[0]:
+            raise ValueError(f"num_patches_list {num_patches_list} does not add up to {pixel_values.shape[0]} tiles")
+        self.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+
+        template = get_conv_template(self.template)
+        template.system_message = self.system_message
+        history = list(history or [])
+        for old_question, old_answer in history:
+            template.append_message(template.roles[0], old_question)
+            template.append_message(template.roles[1], old_answer)
+        template.append_message(template.roles[0], question)
+        template.append_message(template.roles[1], None)
+        query = template.get_prompt()
+        for num_patches in num_patches_list:
+            image_tokens = IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (self.num_image_token * num_patches) + IMG_END_TOKEN
+            query = query.replace("<image>", image_tokens, 1)
+
+        inputs = tokenizer(query, return_tensors="pt")
+        response = self._generate_replies(tokenizer, inputs, pixel_values, generation_config, template.stop_token)[0]
+        history.append((question, response))
+        if verbose:
+            shown = query.replace(IMG_CONTEXT_TOKEN, "").replace(IMG_START_TOKEN + IMG_END_TOKEN, "<image>")
+            print(shown + response)
+        return (response, history) if return_history else response
+
+    def batch_chat(
+        self,
+        tokenizer,
+        pixel_values: torch.Tensor | None,
+        questions: list[str],
+        generation_config: dict,
+        num_patches_list: list[int] | None = None,
+        IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN,
+        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
+    ) -> list[str]:
+        """One single-turn question per image, answered in one left-padded batch.
+
+        ``num_patches_list[i]`` is the number of tiles of question i's image; the tiles of all
+        images are concatenated in ``pixel_values`` in the same order.
+        """
+        if pixel_values is None:
+            num_patches_list = [0] * len(questions)
+        elif num_patches_list is None or sum(num_patches_list) != pixel_values.shape[0]:
+            raise ValueError("give num_patches_list: the tiles of each question's image, adding up to pixel_values")
+        self.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+
+        queries = []
+        for question, num_patches in zip(questions, num_patches_list, strict=True):
+            if num_patches and "<image>" not in question:
+                question = "<image>\n" + question
+            template = get_conv_template(self.template)
+            template.system_message = self.system_message
+            template.append_message(template.roles[0], question)
+            template.append_message(template.roles[1], None)
+            image_tokens = IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (self.num_image_token * num_patches) + IMG_END_TOKEN
+            queries.append(template.get_prompt().replace("<image>", image_tokens, 1))
+
+        # Left padding keeps every prompt's last token at the end, where generation continues.
+        padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        try:
+            inputs = tokenizer(queries, return_tensors="pt", padding=True)
+        finally:
+            tokenizer.padding_side = padding_side
+        return self._generate_replies(tokenizer, inputs, pixel_values, generation_config, template.stop_token)
+
+    def _generate_replies(
+        self, tokenizer, inputs, pixel_values: torch.Tensor | None, generation_config: dict, stop_token: str
+    ) -> list[str]:
+        """Generate until the template's end-of-turn token and decode each reply up to it."""
+        generate_kwargs = dict(generation_config)
+        generate_kwargs["eos_token_id"] = tokenizer.convert_tokens_to_ids(stop_token)
+        device = self.language_model.get_input_embeddings().weight.device
+        output_ids = self.generate(
+            pixel_values=pixel_values,
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
+            **generate_kwargs,
+        )
+        replies = tokenizer.batch_decode(output_ids, skip_special_tokens=True)
+        return [reply.split(stop_token)[0].strip() for reply in replies]

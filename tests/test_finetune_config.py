@@ -1,0 +1,66 @@
+"""Rendering XTuner configs: presets, overrides, and clear errors for bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from internvl_course import finetune
+
+pytestmark = pytest.mark.train_env
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([{"image": f"{i}.jpg", "conversations": []} for i in range(10)]))
+    return {"model_path": tmp_path, "data_path": path, "image_folder": tmp_path}
+
+
+def test_tutorial_preset_is_the_tutorials_run(data):
+    s = finetune.settings_for("tutorial", **data)
+    assert (s["batch_size"], s["max_epochs"], s["lr"], s["save_steps"], s["save_total_limit"]) == (4, 10, 3e-5, 64, -1)
+    assert (s["lora_r"], s["lora_alpha"], s["lora_dropout"], s["accumulative_counts"]) == (128, 256, 0.05, 2)
+    assert s["max_iters"] == 10 * 3  # 10 epochs x ceil(10 samples / batch 4)
+
+
+def test_the_tutorials_256_samples_end_at_iter_640(tmp_path):
+    path = tmp_path / "sivqa_llava.json"
+    path.write_text(json.dumps([{}] * 256))
+    s = finetune.settings_for("tutorial", model_path=tmp_path, data_path=path, image_folder=tmp_path)
+    assert s["max_iters"] == 640  # FACTS.md section 5: iter_640.pth is the end of epoch 10
+
+
+def test_cpu_preset_uses_what_a_cpu_needs(data):
+    s = finetune.settings_for("cpu-tiny", **data)
+    assert s["amp"] is False and s["dist_backend"] == "gloo" and s["dataloader_num_workers"] == 0
+    assert s["min_warmup_iters"] >= 2
+
+
+def test_overrides_and_rendering(data):
+    text = finetune.render_config("cpu-tiny", max_iters=7, lr=1e-3, **data)
+    compile(text, "cfg.py", "exec")
+    assert "'max_iters': 7" in text and "'lr': 0.001" in text
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"preset": "huge"}, "unknown preset 'huge'; choose one of tutorial, cpu-tiny"),
+    ({"learning_rate": 1}, "unknown setting(s) learning_rate"),
+    ({"max_iters": 0}, "max_iters must be at least 1"),
+])
+def test_bad_settings_are_named(data, bad, message):
+    preset = bad.pop("preset", "cpu-tiny")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        finetune.settings_for(preset, **data, **bad)
+
+
+def test_missing_and_broken_data_files(tmp_path, data):
+    with pytest.raises(FileNotFoundError, match="nowhere.json does not exist"):
+        finetune.settings_for("cpu-tiny", **{**data, "data_path": tmp_path / "nowhere.json"})
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+        finetune.settings_for("cpu-tiny", **{**data, "data_path": broken})
+    with pytest.raises(ValueError, match="model_path is required"):
+        finetune.settings_for("cpu-tiny", **{**data, "model_path": None})
