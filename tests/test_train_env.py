@@ -34,3 +34,11 @@ def test_missing_train_env_says_how_to_make_it(monkeypatch, tmp_path):
     monkeypatch.setenv("INTERNVL_COURSE_TRAIN_PYTHON", str(tmp_path / "python"))
     with pytest.raises(trainenv.TrainEnvMissing, match=r"make setup"):
         trainenv.train_python()
+
+
+def test_course_env_imports_everything_it_needs(repo):
+    # The course-env acceptance line of the foundation issue, verbatim, in a fresh interpreter.
+    code = "import lmdeploy, gradio, papermill, nbval, torch, transformers, internvl_course"
+    result = subprocess.run([str(repo / ".venv" / "bin" / "python"), "-c", code], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
