@@ -103,16 +103,17 @@ def check_torch() -> tuple[Check, Check, bool]:
     return (Check("torch", OK, f"{torch.__version__} (CUDA {cuda_build})"), Check("GPU", OK, gpu), True)
 
 
-def _turbomind_loads() -> tuple[bool, str]:
-    """TurboMind is a compiled extension that needs CUDA 12 libraries; try it in a subprocess."""
+def turbomind_loads() -> tuple[bool, str]:
+    """Whether TurboMind, a compiled extension that needs CUDA 12 libraries, loads here (tried in a
+    subprocess), and if not, why, phrased to follow the word "TurboMind"."""
     spec = importlib.util.find_spec("lmdeploy")
     if spec is None or not any(Path(p).glob("turbomind/_turbomind*.so") for p in spec.submodule_search_locations or []):
-        return False, "this lmdeploy build has no TurboMind extension"
+        return False, "is not in this lmdeploy build"
     result = subprocess.run([sys.executable, "-c", "import lmdeploy.turbomind._turbomind"],
                             capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return False, f"its extension does not load here ({last})"
+        return False, f"does not load here ({last})"
     return True, "loads"
 
 
@@ -130,9 +131,9 @@ def check_backends(cuda: bool) -> list[Check]:
         rows.append(Check("chat: lmdeploy pytorch", NO, "triton is not installed (the PyTorch engine needs it)"))
     else:
         rows.append(Check("chat: lmdeploy pytorch", OK, "runs here"))
-    loads, why = _turbomind_loads()
+    loads, why = turbomind_loads()
     rows.append(Check("chat: lmdeploy turbomind", OK if loads else NO,
-                      "runs here" if loads else f"{why}; the PyTorch engine is used instead"))
+                      "runs here" if loads else f"TurboMind {why}; the PyTorch engine is used instead"))
     return rows
 
 

@@ -1,0 +1,348 @@
+"""One API for multi-turn image chat, over LMDeploy on a GPU and transformers anywhere.
+
+Shaped like LMDeploy's pipeline, so what a student learns here is what LMDeploy does::
+
+    pipe = pipeline(model_path)                      # says which backend it chose and why
+    sess = pipe.chat(("What is on the plate?", image), gen_config=GenerationConfig(temperature=0.7))
+    print(sess.response.text)
+    sess = pipe.chat("And what colour is it?", session=sess)
+
+Backends:
+
+- ``"transformers"``: the model directory's own code (``model.chat``), CPU or GPU;
+- ``"pytorch"``: LMDeploy's PyTorch engine (needs a CUDA GPU);
+- ``"turbomind"``: LMDeploy's TurboMind engine (needs a CUDA GPU and its CUDA 12 libraries);
+- ``"lmdeploy"``: TurboMind where it loads, else the PyTorch engine;
+- ``"auto"``: ``"lmdeploy"`` on a CUDA machine, ``"transformers"`` otherwise.
+
+Every backend builds InternVL's prompt (picture first, then the question) from the model's own
+template, so the same question gets the same prompt ids everywhere, and the same
+``GenerationConfig`` means the same thing everywhere: a temperature above 0 samples, 0 is greedy
+(LMDeploy ignores temperature and top_p unless ``do_sample`` is set: FACTS.md section 3).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .preprocess import ImageSource
+
+BACKENDS = ("auto", "transformers", "lmdeploy", "pytorch", "turbomind")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Generation settings every backend understands the same way.
+
+    ``temperature`` 0 means greedy decoding; above 0 it samples, with ``top_p`` (nucleus, in
+    (0, 1]) and ``top_k`` (0: no limit). ``seed`` makes sampling repeatable.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}; 1 keeps every token")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = no limit), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1 = none), got {self.repetition_penalty}")
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+    def for_transformers(self) -> dict[str, Any]:
+        """Arguments of transformers' generate; sampling knobs only when sampling (else it warns)."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                                  "repetition_penalty": self.repetition_penalty}
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        return kwargs
+
+    def for_lmdeploy(self):
+        """LMDeploy's GenerationConfig, with do_sample set explicitly (its default is False)."""
+        from lmdeploy import GenerationConfig as LMDeployGenerationConfig
+
+        return LMDeployGenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
+                                        temperature=self.temperature if self.do_sample else 1.0,
+                                        top_p=self.top_p, top_k=self.top_k if self.do_sample else 1,
+                                        repetition_penalty=self.repetition_penalty, random_seed=self.seed)
+
+
+@dataclass
+class Response:
+    text: str
+    generate_token_len: int = 0
+    finish_reason: str | None = None
+
+
+@dataclass
+class Session:
+    """One conversation: its picture, its turns so far, and the last response."""
+
+    image: Any = None  # the picture of the first turn (a PIL image), kept for later turns
+    history: list[tuple[str, str]] = field(default_factory=list)
+    response: Response | None = None
+    # The backend's own record of the conversation: model.chat's history (whose first question
+    # carries the "<image>" marker) for transformers, LMDeploy's Session for LMDeploy.
+    backend_state: Any = None
+
+
+def choose_backend(requested: str = "auto") -> tuple[str, str]:
+    """(backend, reason). ``requested`` is one of BACKENDS; impossible requests raise with a fix."""
+    import torch
+
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+    cuda = torch.cuda.is_available()
+    if requested == "transformers":
+        return "transformers", "transformers backend requested"
+    if not cuda:
+        if requested != "auto":
+            raise RuntimeError(f"backend {requested!r} needs a CUDA GPU (LMDeploy's engines run only on GPUs) "
+                               "and torch sees none here. Use backend='transformers' or 'auto'.")
+        return "transformers", "no CUDA GPU: using transformers"
+    try:
+        import lmdeploy  # noqa: F401
+    except ImportError:
+        if requested != "auto":
+            raise RuntimeError("lmdeploy is not installed in this environment: run `make setup`") from None
+        return "transformers", "lmdeploy is not installed: using transformers"
+    if requested == "pytorch":
+        return "pytorch", "LMDeploy PyTorch engine requested"
+    from .doctor import turbomind_loads
+
+    loads, why = turbomind_loads()
+    if requested == "turbomind":
+        if not loads:
+            raise RuntimeError(f"TurboMind cannot run here: {why}. Use backend='pytorch'.")
+        return "turbomind", "LMDeploy TurboMind requested"
+    if loads:
+        return "turbomind", f"CUDA GPU ({torch.cuda.get_device_name(0)}): using LMDeploy TurboMind"
+    return "pytorch", f"CUDA GPU, but TurboMind {why}: using LMDeploy's PyTorch engine"
+
+
+def _split_prompt(prompt: str | tuple) -> tuple[str, ImageSource | None]:
+    """``"text"``, ``(text, image)`` or ``(image, text)`` -> (text, image)."""
+    if isinstance(prompt, str):
+        return prompt, None
+    if isinstance(prompt, tuple) and len(prompt) == 2:
+        first, second = prompt
+        return (first, second) if isinstance(first, str) else (second, first)
+    raise TypeError(f"a prompt is a string or a (text, image) pair, got {type(prompt).__name__}")
+
+
+class ChatPipeline:
+    """Multi-turn image chat over one backend; create it with ``pipeline(...)``."""
+
+    def __init__(self, model_path: str | Path | None = None, backend: str = "auto", tp: int = 1,
+                 max_num: int | None = None, session_len: int = 8192, quiet: bool = False) -> None:
+        from .paths import tiny_model_dir
+
+        self.model_path = Path(model_path) if model_path else tiny_model_dir()
+        if not (self.model_path / "config.json").is_file():
+            raise FileNotFoundError(f"{self.model_path} is not a model directory (no config.json). Point model_path "
+                                    "at InternVL2 weights, or run `make setup` to build the embedded tiny model.")
+        if tp < 1:
+            raise ValueError(f"tp must be >= 1, got {tp}")
+        self.backend, self.reason = choose_backend(backend)
+        if tp > 1 and self.backend == "transformers":
+            raise ValueError("tp > 1 (tensor parallelism) needs an LMDeploy backend on several GPUs")
+        if not quiet:
+            print(self.reason)
+        self.tp = tp
+        self.session_len = session_len
+        import json
+
+        config = json.loads((self.model_path / "config.json").read_text(encoding="utf-8"))
+        self.max_num = max_num or config.get("max_dynamic_patch", 12)
+        self.use_thumbnail = bool(config.get("use_thumbnail", True))
+        self._lock = threading.Lock()  # one generation at a time per loaded model
+        if self.backend == "transformers":
+            self._load_transformers()
+        else:
+            self._load_lmdeploy()
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load_transformers(self) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        self.model = AutoModel.from_pretrained(self.model_path, trust_remote_code=True, **{dtype_arg: dtype})
+        self.model = self.model.to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=True)
+
+    def _load_lmdeploy(self) -> None:
+        from lmdeploy import PytorchEngineConfig, TurbomindEngineConfig
+        from lmdeploy import pipeline as lmdeploy_pipeline
+
+        _allow_nested_event_loops()
+        engine = TurbomindEngineConfig if self.backend == "turbomind" else PytorchEngineConfig
+        self.engine = lmdeploy_pipeline(str(self.model_path), trust_remote_code=True, log_level="ERROR",
+                                        backend_config=engine(tp=self.tp, session_len=self.session_len))
+
+    # -- chatting ------------------------------------------------------------------------------
+    def _pixel_values(self, image: Any):
+        from .preprocess import load_image
+
+        pixel_values = load_image(image, max_num=self.max_num, use_thumbnail=self.use_thumbnail)
+        dtype = next(self.model.parameters()).dtype
+        return pixel_values.to(self.device, dtype)
+
+    def chat(self, prompt: str | tuple, session: Session | None = None,
+             gen_config: GenerationConfig | None = None, streamer: Any = None) -> Session:
+        """One turn. The first turn of a session may carry a picture; later turns talk about it."""
+        from .preprocess import open_image
+
+        gen_config = gen_config or GenerationConfig()
+        text, image = _split_prompt(prompt)
+        if session is None:
+            session = Session()
+        if image is not None:
+            if session.history:
+                raise ValueError("a picture can only start a conversation: start a new session for a new picture")
+            session.image = open_image(image)
+        with self._lock:
+            if self.backend == "transformers":
+                response = self._chat_transformers(text, session, gen_config, streamer)
+            else:
+                response = self._chat_lmdeploy(text, session, gen_config)
+        session.history.append((text, response.text))
+        session.response = response
+        return session
+
+    def stream_chat(self, prompt: str | tuple, session: Session | None = None,
+                    gen_config: GenerationConfig | None = None) -> Iterator[tuple[str, Session]]:
+        """Yield (text so far, session) as tokens arrive; the last item holds the whole reply."""
+        session = session if session is not None else Session()
+        if self.backend != "transformers":
+            yield from self._stream_lmdeploy(prompt, session, gen_config or GenerationConfig())
+            return
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["session"] = self.chat(prompt, session=session, gen_config=gen_config, streamer=streamer)
+            except BaseException as err:  # surfaced in the caller's thread below
+                outcome["error"] = err
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text.split("<|im_end|>")[0].strip(), session
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield session.response.text, session
+
+    def _chat_transformers(self, text: str, session: Session, gen_config: GenerationConfig,
+                           streamer: Any) -> Response:
+        import torch
+
+        pixel_values = self._pixel_values(session.image) if session.image is not None else None
+        kwargs = gen_config.for_transformers()
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        if gen_config.seed is not None:
+            torch.manual_seed(gen_config.seed)
+        with torch.no_grad():
+            reply, session.backend_state = self.model.chat(self.tokenizer, pixel_values, text, kwargs,
+                                                           history=session.backend_state, return_history=True)
+        return Response(text=reply, generate_token_len=len(self.tokenizer(reply, add_special_tokens=False).input_ids))
+
+    def _lmdeploy_turn(self, text: str, session: Session, gen_config: GenerationConfig):
+        """Start one LMDeploy turn; returns a generator of response pieces for this session."""
+        if session.backend_state is None:
+            session.backend_state = self.engine.session()
+            # The picture goes first, as in InternVL's chat(): pipe.chat((image, text)).
+            prompt = (session.image, text) if session.image is not None else text
+        else:
+            prompt = text
+        return self.engine.chat(prompt, session=session.backend_state, gen_config=gen_config.for_lmdeploy(),
+                                stream_response=True)
+
+    def _chat_lmdeploy(self, text: str, session: Session, gen_config: GenerationConfig) -> Response:
+        for _ in self._lmdeploy_turn(text, session, gen_config):
+            pass
+        r = session.backend_state.response
+        return Response(text=r.text, generate_token_len=r.generate_token_len, finish_reason=r.finish_reason)
+
+    def _stream_lmdeploy(self, prompt: str | tuple, session: Session,
+                         gen_config: GenerationConfig) -> Iterator[tuple[str, Session]]:
+        from .preprocess import open_image
+
+        text, image = _split_prompt(prompt)
+        if image is not None:
+            if session.history:
+                raise ValueError("a picture can only start a conversation: start a new session for a new picture")
+            session.image = open_image(image)
+        reply = ""
+        with self._lock:
+            for piece in self._lmdeploy_turn(text, session, gen_config):
+                reply += piece.text
+                yield reply, session
+        r = session.backend_state.response
+        session.response = Response(text=r.text, generate_token_len=r.generate_token_len, finish_reason=r.finish_reason)
+        session.history.append((text, r.text))
+        yield r.text, session
+
+    def batch(self, prompts: Sequence[str | tuple], gen_config: GenerationConfig | None = None) -> list[Response]:
+        """Independent one-turn questions (a fresh session each), answered in one call."""
+        from .preprocess import open_image
+
+        gen_config = gen_config or GenerationConfig()
+        if self.backend == "transformers":
+            return [self.chat(p, gen_config=gen_config).response for p in prompts]
+        requests = []
+        for prompt in prompts:
+            text, image = _split_prompt(prompt)
+            requests.append((open_image(image), text) if image is not None else text)
+        with self._lock:
+            results = self.engine(requests, gen_config=gen_config.for_lmdeploy())
+        return [Response(text=r.text, generate_token_len=r.generate_token_len, finish_reason=r.finish_reason)
+                for r in results]
+
+    def close(self) -> None:
+        if self.backend != "transformers":
+            self.engine.close()
+
+
+def _allow_nested_event_loops() -> None:
+    """Inside Jupyter an event loop is already running; LMDeploy's pipeline runs its own."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    import nest_asyncio
+
+    nest_asyncio.apply()
+
+
+def pipeline(model_path: str | Path | None = None, backend: str = "auto", tp: int = 1, **kwargs: Any) -> ChatPipeline:
+    """Load a model for chat; ``model_path`` defaults to the embedded tiny InternVL2."""
+    return ChatPipeline(model_path, backend=backend, tp=tp, **kwargs)
