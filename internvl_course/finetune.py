@@ -11,8 +11,12 @@ Presets:
   10 epochs (1), lr 3e-5 (1e-6), checkpoints every 64 steps (1000) and keeping them all
   (FACTS.md section 5).
 - ``cpu-tiny``: the embedded tiny model on a CPU. XTuner runs there with a plain
-  ``OptimWrapper`` (its AMP wrapper asserts a GPU), gloo, no dataloader workers and at least two
-  warm-up iterations (FACTS.md section 2); ``internvl_course.xtuner_launch`` sets up the rest.
+  ``OptimWrapper`` (its AMP wrapper asserts a GPU), gloo and no dataloader workers (FACTS.md
+  section 2); ``internvl_course.xtuner_launch`` sets up the rest.
+
+Every schedule warms up for at least two iterations: mmengine's LinearLR is chained, so a
+one-iteration warm-up leaves the learning rate at ``start_factor x lr`` for the whole run (seen
+on the GPU machine: lr 3e-10 instead of 3e-5; FACTS.md section 2).
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ _BASE: dict[str, Any] = {
     "weight_decay": 0.05,
     "max_norm": 1.0,
     "warmup_ratio": 0.03,
-    "min_warmup_iters": 0,
     "save_steps": 1000,
     "save_total_limit": 1,
     "lora_r": 128,
@@ -59,7 +62,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": {**_BASE, "batch_size": 4, "max_epochs": 10, "lr": 3e-5, "save_steps": 64,
                  "save_total_limit": -1},
     "cpu-tiny": {**_BASE, "max_length": 2048, "batch_size": 2, "accumulative_counts": 1,
-                 "dataloader_num_workers": 0, "max_epochs": 1, "lr": 2e-4, "min_warmup_iters": 2,
+                 "dataloader_num_workers": 0, "max_epochs": 1, "lr": 2e-4,
                  "save_steps": 20, "save_total_limit": 2, "lora_r": 8, "lora_alpha": 16, "amp": False,
                  "dist_backend": "gloo", "log_interval": 1},
 }
@@ -114,9 +117,10 @@ optim_wrapper = dict(
     **(dict(loss_scale="dynamic", dtype="float16") if settings["amp"] else {{}}),
 )
 
-# Warm-up for warmup_ratio of the run (at least min_warmup_iters), then cosine decay to 0.
-# Counted in iterations (dataloader steps): max_iters = epochs x ceil(samples / batch size).
-warmup = max(settings["min_warmup_iters"], int(settings["warmup_ratio"] * settings["max_iters"]), 1)
+# Warm-up for warmup_ratio of the run (at least 2 iterations: a 1-iteration LinearLR never lets
+# the chained lr back up), then cosine decay to 0. Counted in iterations (dataloader steps):
+# max_iters = epochs x ceil(samples / batch size).
+warmup = max(2, int(settings["warmup_ratio"] * settings["max_iters"]))
 param_scheduler = [
     dict(type=LinearLR, start_factor=1e-5, by_epoch=False, begin=0, end=warmup),
     dict(type=CosineAnnealingLR, eta_min=0.0, by_epoch=False, begin=warmup, end=max(settings["max_iters"], warmup + 1)),

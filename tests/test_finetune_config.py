@@ -35,7 +35,30 @@ def test_the_tutorials_256_samples_end_at_iter_640(tmp_path):
 def test_cpu_preset_uses_what_a_cpu_needs(data):
     s = finetune.settings_for("cpu-tiny", **data)
     assert s["amp"] is False and s["dist_backend"] == "gloo" and s["dataloader_num_workers"] == 0
-    assert s["min_warmup_iters"] >= 2
+
+
+@pytest.mark.parametrize("max_iters", [4, 10, 640])
+def test_learning_rate_reaches_its_peak_after_warmup(data, tmp_path, max_iters):
+    # Step mmengine's own schedulers as the rendered config builds them (train env only).
+    mmengine = pytest.importorskip("mmengine")
+    import torch
+    from mmengine.config import Config
+    from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
+
+    path = finetune.write_config(tmp_path / "cfg.py", "tutorial", max_iters=max_iters, **data)
+    config = Config.fromfile(str(path))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.settings["lr"])
+    kinds = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR}
+    schedulers = [kinds[s.pop("type").__name__](optimizer, **s) for s in map(dict, config.param_scheduler)]
+    lrs = []
+    for _ in range(max_iters):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    assert lrs[0] < 1e-3 * config.settings["lr"]  # warm-up starts near zero
+    assert max(lrs) == pytest.approx(config.settings["lr"], rel=1e-6)  # and climbs all the way
+    assert lrs[-1] < max(lrs)  # then decays
 
 
 def test_overrides_and_rendering(data):
