@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def _umask() -> int:
@@ -36,3 +39,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 def atomic_write_text(path: Path, text: str) -> Path:
     """``atomic_write_bytes`` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a staging folder beside ``out``, then rename it into place.
+
+    Yields the staging folder to fill. On success it becomes ``out`` (replacing a previous
+    ``out`` only with ``overwrite``, after the new one is complete); on any error it is removed
+    and ``out`` is untouched. The folder gets ordinary permissions (mkdtemp would make it 0700,
+    unreadable for the other users of a shared GPU server).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; the kit does not overwrite it. Choose another folder "
+                              "or remove it first.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        os.chmod(staging, 0o777 & ~_umask())
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -41,3 +41,33 @@ def test_written_files_are_readable_by_others(tmp_path):
     finally:
         os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_directory_appears_whole_and_readable(tmp_path):
+    from internvl_course.fileio import atomic_directory
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "model") as staging:
+            (staging / "config.json").write_text("{}")
+            assert not (tmp_path / "model").exists()  # invisible until complete
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "model" / "config.json").read_text() == "{}"
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+
+
+def test_atomic_directory_failure_leaves_nothing_and_keeps_the_old(tmp_path):
+    from internvl_course.fileio import atomic_directory
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "old").write_text("keep")
+    with pytest.raises(FileExistsError, match="does not overwrite"):
+        with atomic_directory(tmp_path / "model"):
+            pass
+    with pytest.raises(RuntimeError, match="half way"):
+        with atomic_directory(tmp_path / "model", overwrite=True) as staging:
+            (staging / "new").write_text("half")
+            raise RuntimeError("half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["old"]
