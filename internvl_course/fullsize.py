@@ -9,14 +9,13 @@ the kit's own tokenizer, so LMDeploy, XTuner and our code can be measured on the
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
+from .fileio import atomic_directory
 from .modelcode.official_configs import INTERNVL2_2B_CONFIG
 from .tiny import MODELCODE, generation_config
 from .tokenizer_build import build_tokenizer
@@ -36,15 +35,10 @@ def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cud
     from .modelcode.modeling_internvl_chat import InternVLChatModel
 
     out = Path(out_dir)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists: choose a new folder for the full-size model")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
         build_tokenizer(staging)
         tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=True)
-        official = json.loads(json.dumps(INTERNVL2_2B_CONFIG))
-        config = InternVLChatConfig(**official)
+        config = InternVLChatConfig(**json.loads(json.dumps(INTERNVL2_2B_CONFIG)))  # a deep copy
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
@@ -60,10 +54,6 @@ def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cud
             shutil.copyfile(MODELCODE / name, staging / name)
         (staging / "generation_config.json").write_text(
             json.dumps(generation_config(tokenizer), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
