@@ -17,7 +17,7 @@ PARAMS ?= full
 PORT ?= 1096
 MODEL ?=
 
-.PHONY: help setup course test lab demo doctor lock clean
+.PHONY: help setup browser course test lab demo doctor lock clean
 
 help:
 	@echo "make course   set up what is missing, then run every notebook headless (PARAMS=smoke|full|FILE)"
@@ -55,7 +55,16 @@ TINY_SOURCES := $(wildcard internvl_course/modelcode/*.py) internvl_course/tiny.
 $(TINY_MODEL): $(TINY_SOURCES) .venv/.installed
 	$(COURSE_PY) -m internvl_course.cli build --force
 
-setup: .venv/.installed .venv-train/.installed $(TINY_MODEL)
+# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser),
+# and a CJK font so that the demo's Chinese renders in screenshots.
+BROWSER_PACKAGES := chromium fonts-wqy-microhei
+browser:
+	@test -x /usr/bin/chromium && test -d /usr/share/fonts/truetype/wqy || { if [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Debian's $(BROWSER_PACKAGES) for the browser tests ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	  else echo "Browser tests need Debian packages: sudo apt-get install $(BROWSER_PACKAGES) (skipped without them)"; fi; }
+
+setup: .venv/.installed .venv-train/.installed $(TINY_MODEL) browser
 
 course: setup
 	$(COURSE_PY) -m internvl_course.cli run --params $(PARAMS)

@@ -24,6 +24,7 @@ template, so the same question gets the same prompt ids everywhere, and the same
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -99,6 +100,28 @@ class Session:
     # The backend's own record of the conversation: model.chat's history (whose first question
     # carries the "<image>" marker) for transformers, LMDeploy's Session for LMDeploy.
     backend_state: Any = None
+
+
+class TurnControl:
+    """Counts the tokens a transformers generation produces and lets another thread stop it.
+
+    Passed to generate() as a stopping criterion: it sees every step, so the count is the ids
+    really generated (not the reply re-encoded), and ``cancel()`` ends the generation at the next
+    token, e.g. when a demo user starts over while an answer is still streaming.
+    """
+
+    def __init__(self) -> None:
+        self.generated = 0
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.generated = int(input_ids.shape[-1])  # generating from embeddings: only new ids
+        return torch.full((input_ids.shape[0],), self._cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def choose_backend(requested: str = "auto") -> tuple[str, str]:
@@ -207,8 +230,12 @@ class ChatPipeline:
         return pixel_values.to(self.device, dtype)
 
     def chat(self, prompt: str | tuple, session: Session | None = None,
-             gen_config: GenerationConfig | None = None, streamer: Any = None) -> Session:
-        """One turn. The first turn of a session may carry a picture; later turns talk about it."""
+             gen_config: GenerationConfig | None = None, streamer: Any = None,
+             control: TurnControl | None = None) -> Session:
+        """One turn. The first turn of a session may carry a picture; later turns talk about it.
+
+        ``streamer`` (a transformers streamer) and ``control`` (to cancel) serve ``stream_chat``.
+        """
         from .preprocess import open_image
 
         gen_config = gen_config or GenerationConfig()
@@ -221,7 +248,7 @@ class ChatPipeline:
             session.image = open_image(image)
         with self._lock:
             if self.backend == "transformers":
-                response = self._chat_transformers(text, session, gen_config, streamer)
+                response = self._chat_transformers(text, session, gen_config, streamer, control or TurnControl())
             else:
                 response = self._chat_lmdeploy(text, session, gen_config)
         session.history.append((text, response.text))
@@ -238,11 +265,12 @@ class ChatPipeline:
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        control = TurnControl()
         outcome: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                outcome["session"] = self.chat(prompt, session=session, gen_config=gen_config, streamer=streamer)
+                self.chat(prompt, session=session, gen_config=gen_config, streamer=streamer, control=control)
             except BaseException as err:  # surfaced in the caller's thread below
                 outcome["error"] = err
                 streamer.end()
@@ -250,20 +278,25 @@ class ChatPipeline:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         text = ""
-        for piece in streamer:
-            text += piece
-            yield text.split("<|im_end|>")[0].strip(), session
-        thread.join()
+        try:
+            for piece in streamer:
+                text += piece
+                yield text.split("<|im_end|>")[0].strip(), session
+        finally:  # the reader stopped early (GeneratorExit) or finished: free the model either way
+            control.cancel()
+            thread.join()
         if "error" in outcome:
             raise outcome["error"]
         yield session.response.text, session
 
     def _chat_transformers(self, text: str, session: Session, gen_config: GenerationConfig,
-                           streamer: Any) -> Response:
+                           streamer: Any, control: TurnControl) -> Response:
         import torch
+        from transformers import StoppingCriteriaList
 
         pixel_values = self._pixel_values(session.image) if session.image is not None else None
         kwargs = gen_config.for_transformers()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([control])
         if streamer is not None:
             kwargs["streamer"] = streamer
         if gen_config.seed is not None:
@@ -271,7 +304,8 @@ class ChatPipeline:
         with torch.no_grad():
             reply, session.backend_state = self.model.chat(self.tokenizer, pixel_values, text, kwargs,
                                                            history=session.backend_state, return_history=True)
-        return Response(text=reply, generate_token_len=len(self.tokenizer(reply, add_special_tokens=False).input_ids))
+        finish = "length" if control.generated >= gen_config.max_new_tokens else "stop"
+        return Response(text=reply, generate_token_len=control.generated, finish_reason=finish)
 
     def _lmdeploy_turn(self, text: str, session: Session, gen_config: GenerationConfig):
         """Start one LMDeploy turn; returns a generator of response pieces for this session."""
@@ -300,8 +334,8 @@ class ChatPipeline:
                 raise ValueError("a picture can only start a conversation: start a new session for a new picture")
             session.image = open_image(image)
         reply = ""
-        with self._lock:
-            for piece in self._lmdeploy_turn(text, session, gen_config):
+        with self._lock, closing(self._lmdeploy_turn(text, session, gen_config)) as pieces:
+            for piece in pieces:  # closing it early makes LMDeploy abort the request
                 reply += piece.text
                 yield reply, session
         r = session.backend_state.response
@@ -324,6 +358,14 @@ class ChatPipeline:
             results = self.engine(requests, gen_config=gen_config.for_lmdeploy())
         return [Response(text=r.text, generate_token_len=r.generate_token_len, finish_reason=r.finish_reason)
                 for r in results]
+
+    def end(self, session: Session) -> None:
+        """Forget a conversation, freeing what the backend keeps for it (LMDeploy's KV cache)."""
+        if self.backend != "transformers" and session.backend_state is not None:
+            session.backend_state.close()
+        session.backend_state = None
+        session.history.clear()
+        session.response = None
 
     def close(self) -> None:
         if self.backend != "transformers":

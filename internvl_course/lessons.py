@@ -45,6 +45,7 @@ COURSE: tuple[Notebook, ...] = (
 #: ``full`` uses each notebook's own ``parameters`` cell.
 SMOKE_PARAMS: dict[str, dict[str, object]] = {
     "00": {"matmul_size": 256},
+    "04": {"max_new_tokens": 16, "repeats": 2},
 }
 
 
