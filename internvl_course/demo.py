@@ -313,22 +313,6 @@ def build_demo(pipe: ChatPipeline | None = None, model_path: str | Path | None =
     return demo
 
 
-def is_interactive() -> bool:
-    """True in a notebook a person is running; False in papermill, nbconvert and plain scripts.
-
-    A person's Jupyter frontend (JupyterLab, Notebook, VS Code) lets the kernel ask for input
-    (``allow_stdin``); headless executors such as papermill's nbclient switch that off. So a
-    headless course run can build the demo without starting a server nobody will visit.
-    """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    kernel = getattr(shell, "kernel", None)
-    return bool(getattr(kernel, "_allow_stdin", False))
-
-
 def main(model: str | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
     """``internvl-course demo``: serve the demo until Ctrl+C; 0 on a clean stop, 1 if it cannot start."""
     try:

@@ -45,6 +45,9 @@ COURSE: tuple[Notebook, ...] = (
 #: ``full`` uses each notebook's own ``parameters`` cell.
 SMOKE_PARAMS: dict[str, dict[str, object]] = {
     "00": {"matmul_size": 256},
+    "01": {"num_train": 1024, "num_test": 256, "clip_steps": 150, "joint_steps": 150, "fusion_steps": 150},
+    "02": {"picture": "square", "max_num": 2, "max_new_tokens": 4},
+    "03": {"max_num": 6, "huge_width": 1500},
     "04": {"max_new_tokens": 16, "repeats": 2},
 }
 
