@@ -49,6 +49,7 @@ SMOKE_PARAMS: dict[str, dict[str, object]] = {
     "02": {"picture": "square", "max_num": 2, "max_new_tokens": 4},
     "03": {"max_num": 6, "huge_width": 1500},
     "04": {"max_new_tokens": 16, "repeats": 2},
+    "05": {"max_images": 2, "max_new_tokens": 8},
 }
 
 

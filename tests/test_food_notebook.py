@@ -1,0 +1,32 @@
+"""Lesson 05 runs headless with its smoke parameters and publishes the numbers it promises."""
+
+from __future__ import annotations
+
+import pytest
+
+from internvl_course import data, lessons, runner
+from internvl_course.food import FOOD_DISHES
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
+
+
+def test_lesson_05_runs_and_publishes_its_numbers(tiny_model, tmp_path):
+    lesson = next(nb for nb in lessons.COURSE if nb.number == "05")
+    params = {**lessons.SMOKE_PARAMS["05"], "model_path": str(tiny_model), "backend": "transformers"}
+    result = runner.run_notebook(lesson, params, tmp_path)
+    assert result.status == "ok", result.error
+    published = result.published
+    per_dish = sum(data.SPLITS.values())
+    assert published["dishes"] == len(FOOD_DISHES) >= 12
+    assert published["dataset_pictures"] == per_dish * len(FOOD_DISHES)
+    assert published["dataset_questions"] == 4 * per_dish * len(FOOD_DISHES)
+    assert 0 < published["dataset_megabytes"] < 10
+    assert published["validation_problems"] == 0
+    assert published["evaluated_questions"] == 4 * params["max_images"]
+    assert published["open_questions"] == params["max_images"]
+    for name in ("mc_accuracy", "dish_accuracy", "cuisine_accuracy", "main_ingredient_accuracy",
+                 "flavour_accuracy", "open_dish_accuracy", "unparsed_share"):
+        assert 0 <= published[name] <= 1, name
+    assert published["chance"] == 0.25
+    assert isinstance(published["dish_within_chance_plus_10"], bool)
+    assert len(result.figures) >= 5  # two picture grids, two confusion matrices, the wrong answers
