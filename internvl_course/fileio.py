@@ -48,7 +48,8 @@ def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     Yields the staging folder to fill. On success it becomes ``out`` (replacing a previous
     ``out`` only with ``overwrite``, after the new one is complete); on any error it is removed
     and ``out`` is untouched. The folder gets ordinary permissions (mkdtemp would make it 0700,
-    unreadable for the other users of a shared GPU server).
+    unreadable for the other users of a shared GPU server); so does everything written into it,
+    whatever wrote it (transformers' save_pretrained leaves safetensors files at 0600).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -57,8 +58,9 @@ def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        os.chmod(staging, 0o777 & ~_umask())
         yield staging
+        for path in [staging, *staging.rglob("*")]:
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
         if out.exists():
             shutil.rmtree(out)
         os.rename(staging, out)

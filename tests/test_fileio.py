@@ -50,11 +50,16 @@ def test_atomic_directory_appears_whole_and_readable(tmp_path):
     try:
         with atomic_directory(tmp_path / "model") as staging:
             (staging / "config.json").write_text("{}")
+            (staging / "weights").mkdir()
+            (staging / "weights" / "model.safetensors").write_bytes(b"x")
+            os.chmod(staging / "weights" / "model.safetensors", 0o600)  # as save_pretrained leaves it
             assert not (tmp_path / "model").exists()  # invisible until complete
     finally:
         os.umask(mask)
     assert (tmp_path / "model" / "config.json").read_text() == "{}"
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "model" / "weights").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "model" / "weights" / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_atomic_directory_failure_leaves_nothing_and_keeps_the_old(tmp_path):
