@@ -13,19 +13,21 @@ through the whole model in a fraction of a second on a laptop CPU.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
+from .fileio import atomic_directory
 from .modelcode.official_configs import INTERNVL2_2B_CONFIG
 from .paths import tiny_model_dir
 from .tokenizer_build import build_tokenizer
 
 MODELCODE = Path(__file__).resolve().parent / "modelcode"
+# The talking base (internvl_course.pretrain): trained weights shipped with the kit's source, so
+# they sit beside the package, not under a movable work folder.
+BASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "tiny_base" / "model.safetensors"
 
 # InternViT-300M's settings (layer norm, qkv bias, layer scale, no q/k norm) at a tiny width.
 TINY_VISION = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256, num_hidden_layers=2)
@@ -53,22 +55,33 @@ def generation_config(tokenizer) -> dict:
             "eos_token_id": [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]}
 
 
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out} already exists and is not empty. The kit never overwrites a model directory: "
-            "choose another out_dir, or pass overwrite=True if it is a tiny model you built yourself."
-        )
+def _weights_file(weights: str | Path | None) -> Path | None:
+    """The safetensors file ``weights`` names, or None for the seeded random initialisation."""
+    if weights is None or weights == "random":
+        return None
+    if weights == "base":
+        return BASE_WEIGHTS if BASE_WEIGHTS.is_file() else None
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights={str(weights)!r}: no such file. Give a safetensors file of trained tiny "
+                                "weights, \"base\" for the kit's talking base or \"random\" for the seeded initialisation.")
+    return path
 
 
-def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: str | Path | None = None,
+def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: str | Path | None = "base",
                      overwrite: bool = False) -> Path:
     """Write the tiny InternVL2 to ``out_dir`` (default ``work_dirs/models/internvl2-tiny``).
 
-    Same seed, same bytes. ``weights`` is a safetensors file of trained weights (the kit's
-    talking base); without it the weights are the seeded random initialisation. The directory is
-    assembled in a temporary folder beside ``out_dir`` and renamed into place, so a crash never
-    leaves half a model behind.
+    Same seed, same bytes. ``weights``:
+
+    - ``"base"`` (default): the kit's talking base, ``data/tiny_base/model.safetensors``, so that
+      every lesson starts from a model that answers in sentences; the seeded random
+      initialisation while that file does not exist (before ``python -m internvl_course.pretrain``);
+    - ``"random"`` (or None): the seeded random initialisation, what the base is trained from;
+    - a path: a safetensors file of trained weights for this architecture.
+
+    The directory is assembled in a temporary folder beside ``out_dir`` and renamed into place,
+    so a crash never leaves half a model behind.
     """
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
@@ -76,30 +89,24 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
     from .modelcode.modeling_internvl_chat import InternVLChatModel
 
     out = Path(out_dir) if out_dir is not None else tiny_model_dir()
-    _refuse_existing(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder holds nothing to lose
+    weights_file = _weights_file(weights)
+    with atomic_directory(out, overwrite) as staging:
         build_tokenizer(staging)
         tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=True, use_fast=False)
         config = tiny_config(tokenizer)
         torch.manual_seed(seed)
         model = InternVLChatModel(config).eval()
-        if weights is not None:
-            state = load_file(str(weights))
+        if weights_file is not None:
+            state = load_file(str(weights_file))
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
-                raise ValueError(f"{weights} does not fit the tiny model: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}. Rebuild the weights with the same kit version.")
+                raise ValueError(f"{weights_file} does not fit the tiny model: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]}. Rebuild it with python -m internvl_course.pretrain.")
         model.save_pretrained(staging, safe_serialization=True)
         for name in MODEL_CODE_FILES:
             shutil.copyfile(MODELCODE / name, staging / name)
         (staging / "generation_config.json").write_text(
             json.dumps(generation_config(tokenizer), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

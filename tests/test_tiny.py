@@ -76,7 +76,7 @@ def test_never_overwrites_an_existing_directory(tmp_path):
     target = tmp_path / "somebodys-model"
     target.mkdir()
     (target / "config.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="never overwrites"):
+    with pytest.raises(FileExistsError, match="does not overwrite"):
         build_tiny_model(target)
     assert (target / "config.json").read_text() == "{}"
     assert [p.name for p in tmp_path.iterdir()] == ["somebodys-model"]  # no staging folder left
