@@ -27,7 +27,7 @@ help:
 	@echo "make demo     start the gradio chat demo on 127.0.0.1:$(PORT)"
 	@echo "make doctor   check both environments, the hardware and what is built"
 	@echo "make lock     re-resolve requirements/*.lock from pyproject.toml"
-	@echo "make base     retrain the tiny model's talking base, data/tiny_base (about 2 CPU minutes)"
+	@echo "make base     retrain the tiny model's talking base, data/tiny_base (about 5 CPU minutes)"
 
 # uv lives in its own small venv under work_dirs/, so setup needs nothing but Python 3.11.
 $(UV):
@@ -53,7 +53,7 @@ $(UV):
 # The embedded tiny InternVL2, rebuilt when the code or the shipped base weights that make it change.
 TINY_MODEL := work_dirs/models/internvl2-tiny/config.json
 TINY_SOURCES := $(wildcard internvl_course/modelcode/*.py) internvl_course/tiny.py internvl_course/tokenizer_build.py internvl_course/corpus.py \
-	data/tiny_base/model.safetensors
+	data/tiny_base/model.safetensors data/tiny_base/tokenizer.model
 $(TINY_MODEL): $(TINY_SOURCES) .venv/.installed
 	$(COURSE_PY) -m internvl_course.cli build --force
 

@@ -63,7 +63,13 @@ def run_ours(model: str, dtype: str, tokens: int) -> dict:
     with torch.no_grad():
         text = net.chat(tokenizer, pixel_values, QUESTION, dict(max_new_tokens=tokens, do_sample=False))
     torch.cuda.synchronize()
-    return {"engine": "transformers (the model's own code)", "ids": generated["ids"], "text": text,
+    # generate() keeps the stop token it ended on; LMDeploy's token_ids leave it out.
+    stops = net.generation_config.eos_token_id
+    stops = set(stops if isinstance(stops, list) else [stops])
+    ids = generated["ids"]
+    while ids and ids[-1] in stops:
+        ids = ids[:-1]
+    return {"engine": "transformers (the model's own code)", "ids": ids, "text": text,
             "load_s": round(load_s, 2), "weights_gib": round(weights_gb, 3),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
             "generate_s": round(time.perf_counter() - start, 3)}

@@ -863,7 +863,8 @@ def probe(model, tokenizer, seed: int = 1000, images: int = 24, max_new_tokens: 
 
 
 def _random_tiny(seed: int):
-    """The seeded random tiny model and its tokenizer: what ``build_tiny_model(weights="random")`` writes."""
+    """The seeded random tiny model, its tokenizer and the tokenizer's sentencepiece model: what
+    ``build_tiny_model(weights="random")`` writes."""
     from transformers import AutoTokenizer
 
     from .modelcode.modeling_internvl_chat import InternVLChatModel
@@ -872,7 +873,8 @@ def _random_tiny(seed: int):
         model_dir = build_tiny_model(Path(tmp) / "model", seed=seed, weights="random")
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True, use_fast=False)
         model = InternVLChatModel.from_pretrained(model_dir)
-    return model, tokenizer
+        vocabulary = (model_dir / "tokenizer.model").read_bytes()
+    return model, tokenizer, vocabulary
 
 
 METADATA_KEY = "internvl_course.pretrain"
@@ -907,16 +909,19 @@ def train_base(out_path: str | Path = BASE_WEIGHTS, seed: int = 0, recipe: Recip
     """Train the talking base from the seeded random tiny model and write its weights.
 
     The file is a float32 safetensors state dict of the whole model (about 5 MB), written to a
-    temporary file and renamed into place, so an interrupted run leaves the old weights intact.
+    temporary file and renamed into place, so an interrupted run leaves the old weights intact;
+    the ``tokenizer.model`` it was trained with is written beside it.
     With ``progress`` the stages show a progress bar and a summary is printed at the end.
     """
     from safetensors.torch import save
 
     start = time.perf_counter()
-    model, tokenizer = _random_tiny(seed)
+    model, tokenizer, vocabulary = _random_tiny(seed)
     log = train_model(model, tokenizer, seed, recipe, progress)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     out = atomic_write_bytes(Path(out_path), save(state, metadata=_metadata(seed, recipe, log)))
+    # The weights belong to this exact vocabulary: keep it beside them (see tiny._tokenizer_for).
+    atomic_write_bytes(out.with_name("tokenizer.model"), vocabulary)
     if progress:
         e = log.eval_loss
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s "

@@ -28,6 +28,7 @@ MODELCODE = Path(__file__).resolve().parent / "modelcode"
 # The talking base (internvl_course.pretrain): trained weights shipped with the kit's source, so
 # they sit beside the package, not under a movable work folder.
 BASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "tiny_base" / "model.safetensors"
+BASE_TOKENIZER = BASE_WEIGHTS.with_name("tokenizer.model")
 
 # InternViT-300M's settings (layer norm, qkv bias, layer scale, no q/k norm) at a tiny width.
 TINY_VISION = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256, num_hidden_layers=2)
@@ -68,6 +69,14 @@ def _weights_file(weights: str | Path | None) -> Path | None:
     return path
 
 
+def _tokenizer_for(weights_file: Path | None) -> bytes | None:
+    """The sentencepiece model trained weights came with (``tokenizer.model`` beside them), if any."""
+    if weights_file is None:
+        return None
+    shipped = weights_file.with_name("tokenizer.model")
+    return shipped.read_bytes() if shipped.is_file() else None
+
+
 def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: str | Path | None = "base",
                      overwrite: bool = False) -> Path:
     """Write the tiny InternVL2 to ``out_dir`` (default ``work_dirs/models/internvl2-tiny``).
@@ -79,6 +88,9 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
       initialisation while that file does not exist (before ``python -m internvl_course.pretrain``);
     - ``"random"`` (or None): the seeded random initialisation, what the base is trained from;
     - a path: a safetensors file of trained weights for this architecture.
+
+    Trained weights come with the ``tokenizer.model`` they were trained with, beside them; the
+    random initialisation gets a freshly trained tokenizer.
 
     The directory is assembled in a temporary folder beside ``out_dir`` and renamed into place,
     so a crash never leaves half a model behind.
@@ -93,7 +105,7 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
         out.rmdir()  # an empty folder holds nothing to lose
     weights_file = _weights_file(weights)
     with atomic_directory(out, overwrite) as staging:
-        build_tokenizer(staging)
+        build_tokenizer(staging, model=_tokenizer_for(weights_file))
         tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=True, use_fast=False)
         config = tiny_config(tokenizer)
         torch.manual_seed(seed)

@@ -176,11 +176,17 @@ def _json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0) -> Path:
-    """Write the tokenizer files into ``out_dir`` (created if needed) and return it."""
+def build_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
+                    model: bytes | None = None) -> Path:
+    """Write the tokenizer files into ``out_dir`` (created if needed) and return it.
+
+    ``model``: a trained sentencepiece model to use instead of training one. Trained weights
+    belong to the exact vocabulary they were trained with, and another sentencepiece version may
+    train a different one from the same text, so the kit ships the base's tokenizer.model.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = train_sentencepiece(vocab_size, seed)
+    model = model if model is not None else train_sentencepiece(vocab_size, seed)
     atomic_write_bytes(out / "tokenizer.model", model)
     config = tokenizer_config(spm.SentencePieceProcessor(model_proto=model))
     atomic_write_text(out / "tokenizer_config.json", _json(config))

@@ -113,7 +113,8 @@ def test_training_is_deterministic_and_learns(tmp_path):
     assert first.read_bytes() == second.read_bytes()
     losses = P.read_metadata(first)["eval_loss"]
     assert losses["stage2"] < losses["start"] - 0.5  # 12 steps of stage 2 already lower it by ~0.9
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]  # no temp files left
+    # The vocabulary the weights belong to is written beside them; no temporary files are left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "tokenizer.model"]
 
 
 def test_shipped_base_fits_the_tiny_model_and_says_how_it_was_made(tiny_model):
@@ -125,6 +126,18 @@ def test_shipped_base_fits_the_tiny_model_and_says_how_it_was_made(tiny_model):
     shipped, built = load_file(str(BASE_WEIGHTS)), load_file(str(tiny_model / "model.safetensors"))
     assert shipped.keys() == built.keys()
     assert all(torch.equal(shipped[k], built[k]) for k in shipped)
+
+
+def test_the_base_carries_the_vocabulary_it_was_trained_with(tiny_model):
+    from internvl_course.tiny import BASE_TOKENIZER
+    from internvl_course.tokenizer_build import train_sentencepiece
+
+    # Every tiny model built from the base uses the shipped tokenizer.model, whatever
+    # sentencepiece version is installed (another version may train another vocabulary, and
+    # the trained weights would then read the wrong tokens) ...
+    assert (tiny_model / "tokenizer.model").read_bytes() == BASE_TOKENIZER.read_bytes()
+    # ... and here, training it again gives the same bytes, so `make base` reproduces the base.
+    assert train_sentencepiece() == BASE_TOKENIZER.read_bytes()
 
 
 def test_random_weights_differ_from_the_base(tmp_path, tiny_model):
