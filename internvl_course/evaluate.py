@@ -436,3 +436,63 @@ def plot_wrong_answers(evaluation: Evaluation, image_root: Path, limit: int = 8)
     figure.suptitle(f"{len(wrong)} of {len(evaluation.wrong())} wrong answers", fontsize=10)
     figure.tight_layout()
     return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# Before and after a fine-tune (lesson 07)
+# ---------------------------------------------------------------------------------------------
+
+
+def compare_table(before: Evaluation, after: Evaluation) -> str:
+    """Accuracy per question type (and the open-ended dish question) side by side, with the change."""
+    b_rows, a_rows = before.per_type(), after.per_type()
+    lines = [f"{'question type':<18}{'questions':>10}{'before':>9}{'after':>9}{'change':>9}"]
+    rows = [(name, b_rows[name]["questions"], b_rows[name]["accuracy"], a_rows[name]["accuracy"])
+            for name in b_rows if name in a_rows]
+    if before.open_answers and after.open_answers:
+        rows.append(("open dish name", len(before.open_answers), before.open_accuracy, after.open_accuracy))
+    for name, count, was, now in rows:
+        lines.append(f"{name:<18}{count:>10}{was:>9.1%}{now:>9.1%}{(now - was) * 100:>+8.1f}p")
+    return "\n".join(lines)
+
+
+def side_by_side(before: Evaluation, after: Evaluation, question_type: str = "dish",
+                 limit: int = 8) -> list[dict[str, str]]:
+    """The same questions with both models' replies (matched by question id): rows of picture,
+    right answer, before, after, each marked right or wrong. Both runs must ask the same items."""
+    after_by_id = {a.item["question_id"]: a for a in after.answers}
+    rows = []
+    for was in before.answers:
+        now = after_by_id.get(was.item["question_id"])
+        if now is None or was.question_type != question_type:
+            continue
+        right = was.item["choices"][was.expected]
+        rows.append({"picture": Path(was.item["food_meta"]["food_file"]).name, "right answer": right,
+                     "before": ("✓ " if was.correct else "✗ ") + _short(was.reply, 28),
+                     "after": ("✓ " if now.correct else "✗ ") + _short(now.reply, 28)})
+        if len(rows) == limit:
+            break
+    return rows
+
+
+def plot_before_after(before: Evaluation, after: Evaluation, chance: float = 0.25):
+    """Bars of accuracy per question type before and after, with the guessing level."""
+    import matplotlib.pyplot as plt
+
+    b_rows, a_rows = before.per_type(), after.per_type()
+    names = [name for name in b_rows if name in a_rows]
+    values = [(b_rows[n]["accuracy"], a_rows[n]["accuracy"]) for n in names]
+    if before.open_answers and after.open_answers:
+        names.append("open dish name")
+        values.append((before.open_accuracy, after.open_accuracy))
+    figure, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [v[0] for v in values], width=0.4, label="before (base)", color="tab:grey")
+    ax.bar([i + 0.2 for i in x], [v[1] for v in values], width=0.4, label="after (fine-tuned)", color="tab:green")
+    ax.axhline(chance, color="black", ls="--", lw=1, label=f"guessing a choice ({chance:.0%})")
+    ax.set_xticks(list(x), names, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy on held-out pictures")
+    ax.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    return figure

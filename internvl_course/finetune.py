@@ -10,6 +10,8 @@ Presets:
   from XTuner's upstream ``internvl_v2_internlm2_2b_lora_finetune.py`` in batch size 4 (8),
   10 epochs (1), lr 3e-5 (1e-6), checkpoints every 64 steps (1000) and keeping them all
   (FACTS.md section 5).
+- ``24gb``: the tutorial's run on a 24 GB GPU: batch 1 with 8 accumulated steps, at most 6 tiles
+  a picture (see the preset for what was measured).
 - ``cpu-tiny``: the embedded tiny model on a CPU. XTuner runs there with a plain
   ``OptimWrapper`` (its AMP wrapper asserts a GPU), gloo and no dataloader workers (FACTS.md
   section 2); ``internvl_course.xtuner_launch`` sets up the rest.
@@ -46,6 +48,8 @@ _BASE: dict[str, Any] = {
     "warmup_ratio": 0.03,
     "save_steps": 1000,
     "save_total_limit": 1,
+    "save_optimizer": False,  # True: a resumed run continues AdamW's moments too (bigger checkpoints)
+    "max_dynamic_patch": None,  # tiles per picture at most (plus a thumbnail); None: the model's config (12)
     "lora_r": 128,
     "lora_alpha": 256,
     "lora_dropout": 0.05,
@@ -61,11 +65,65 @@ _BASE: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": {**_BASE, "batch_size": 4, "max_epochs": 10, "lr": 3e-5, "save_steps": 64,
                  "save_total_limit": -1},
+    # A 24 GB GPU: one sample a step (8 accumulated, the tutorial's 4 x 2), at most 6 tiles a
+    # picture instead of 12. Both encoders frozen and LoRA as in the tutorial; XTuner always
+    # checkpoints the LLM's activations. Set quantization_llm=True (QLoRA, bitsandbytes) for
+    # smaller cards.
+    "24gb": {**_BASE, "batch_size": 1, "accumulative_counts": 8, "max_dynamic_patch": 6, "max_epochs": 10,
+             "lr": 3e-5, "save_steps": 256, "save_total_limit": 2},
     "cpu-tiny": {**_BASE, "max_length": 2048, "batch_size": 2, "accumulative_counts": 1,
-                 "dataloader_num_workers": 0, "max_epochs": 1, "lr": 2e-4,
-                 "save_steps": 20, "save_total_limit": 2, "lora_r": 8, "lora_alpha": 16, "amp": False,
+                 "dataloader_num_workers": 0, "max_epochs": 3, "lr": 1e-3,
+                 "save_steps": 20, "save_total_limit": 2, "save_optimizer": True, "lora_r": 8, "lora_alpha": 16, "amp": False,
                  "dist_backend": "gloo", "log_interval": 1},
 }
+
+# What each setting does, for the table lesson 06 shows (FACTS.md sections 2 and 5).
+EXPLAIN: dict[str, str] = {
+    "model_path": "the model to fine-tune (a folder with config.json and the model code)",
+    "data_path": "the LLaVA-format training file (image + conversations per item)",
+    "image_folder": "the folder the items' image paths are relative to",
+    "max_length": "longest sample in tokens (the picture's 256 tokens per tile included); longer ones are cut",
+    "batch_size": "samples per step and GPU",
+    "accumulative_counts": "steps whose gradients add up before one optimizer update",
+    "dataloader_num_workers": "processes that load pictures in parallel (0: in the training process)",
+    "max_epochs": "passes over the data",
+    "max_iters": "training steps in all (epochs x samples / batch size unless given)",
+    "lr": "peak learning rate of AdamW",
+    "betas": "AdamW's moment decay rates",
+    "weight_decay": "AdamW's decoupled weight decay",
+    "max_norm": "gradients are clipped to this norm",
+    "warmup_ratio": "share of the steps spent raising the learning rate from ~0 (at least 2 steps)",
+    "save_steps": "a checkpoint every this many steps",
+    "save_total_limit": "checkpoints kept (-1: all)",
+    "save_optimizer": "keep AdamW's state in checkpoints, so that a resumed run continues it exactly",
+    "max_dynamic_patch": "tiles per picture at most, plus a thumbnail (None: the model's own limit)",
+    "lora_r": "LoRA rank: the width of the low-rank update of each linear layer of the LLM",
+    "lora_alpha": "LoRA scale numerator: the update is multiplied by lora_alpha / lora_r",
+    "lora_dropout": "dropout on the LoRA branch while training",
+    "freeze_llm": "keep the LLM's own weights fixed (LoRA and mlp1 still train)",
+    "freeze_visual_encoder": "keep InternViT fixed",
+    "quantization_llm": "load the LLM in 4 bits (QLoRA, bitsandbytes): less memory, slower steps",
+    "amp": "fp16 mixed precision on a GPU (DeepSpeed runs use its own bf16/fp16 setting)",
+    "dist_backend": "how processes talk: nccl on GPUs, gloo on a CPU",
+    "seed": "random seed of the run",
+    "log_interval": "a log line (loss, learning rate, time) every this many steps",
+}
+assert set(EXPLAIN) == set(_BASE), "every setting needs its explanation"
+
+
+def settings_table(preset: str, **overrides: Any) -> str:
+    """A plain-text table of the settings a config will use, each with what it does and, where
+    the preset or an override changed it, XTuner's upstream value."""
+    settings = settings_for(preset, **overrides)
+    lines = [f"{'setting':<23}{'value':<28}what it does"]
+    for name, value in settings.items():
+        shown = value if not isinstance(value, str) or len(value) <= 26 else "..." + value[-23:]
+        note = EXPLAIN[name]
+        if name in _BASE and _BASE[name] is not None and value != _BASE[name]:
+            note += f" (XTuner's recipe: {_BASE[name]})"
+        lines.append(f"{name:<23}{str(shown):<28}{note}")
+    return "\n".join(lines)
+
 
 _TEMPLATE = '''\
 # XTuner config written by internvl_course.finetune (preset {preset!r}). Edit the settings through
@@ -76,7 +134,7 @@ from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, L
 from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR, OptimWrapper
 from peft import LoraConfig
 from torch.optim import AdamW
-from xtuner.dataset import InternVL_V1_5_Dataset
+from internvl_course.xtuner_launch import internvl_dataset
 from xtuner.dataset.collate_fns import default_collate_fn
 from xtuner.dataset.samplers import LengthGroupedSampler
 from xtuner.engine.runner import TrainLoop
@@ -97,9 +155,9 @@ model = dict(
                   lora_dropout=settings["lora_dropout"], target_modules=None, task_type="CAUSAL_LM"),
 )
 
-llava_dataset = dict(type=InternVL_V1_5_Dataset, model_path=path, data_paths=settings["data_path"],
+llava_dataset = dict(type=internvl_dataset, model_path=path, data_paths=settings["data_path"],
                      image_folders=settings["image_folder"], template=prompt_template,
-                     max_length=settings["max_length"])
+                     max_length=settings["max_length"], max_dynamic_patch=settings["max_dynamic_patch"])
 train_dataloader = dict(
     batch_size=settings["batch_size"],
     num_workers=settings["dataloader_num_workers"],
@@ -131,7 +189,7 @@ default_hooks = dict(
     timer=dict(type=IterTimerHook),
     logger=dict(type=LoggerHook, log_metric_by_epoch=False, interval=settings["log_interval"]),
     param_scheduler=dict(type=ParamSchedulerHook),
-    checkpoint=dict(type=CheckpointHook, save_optimizer=False, by_epoch=False,
+    checkpoint=dict(type=CheckpointHook, save_optimizer=settings["save_optimizer"], by_epoch=False,
                     interval=settings["save_steps"], max_keep_ckpts=settings["save_total_limit"]),
     sampler_seed=dict(type=DistSamplerSeedHook),
 )

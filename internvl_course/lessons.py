@@ -50,6 +50,8 @@ SMOKE_PARAMS: dict[str, dict[str, object]] = {
     "03": {"max_num": 6, "huge_width": 1500},
     "04": {"max_new_tokens": 16, "repeats": 2},
     "05": {"max_images": 2, "max_new_tokens": 8},
+    "06": {"max_iters": 6},
+    "07": {"max_images": 2, "max_new_tokens": 8},
 }
 
 

@@ -49,3 +49,14 @@ def tiny_model_dir() -> Path:
 def food_data_dir() -> Path:
     """The kit's own food VQA dataset."""
     return repo_root() / "data" / "food"
+
+
+def finetune_dir(preset: str) -> Path:
+    """Where lesson 06 trains with ``preset`` (config, checkpoints, logs) and lesson 07 looks."""
+    return work_dir() / "finetune" / preset
+
+
+def finetuned_model_dir(preset: str) -> Path:
+    """Where lesson 07 writes the converted model of lesson 06's run (outside the run's folder:
+    convert.py never writes into a checkpoint's folder)."""
+    return work_dir() / "models" / f"internvl2-finetuned-{preset}"

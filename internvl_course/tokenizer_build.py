@@ -54,19 +54,25 @@ MODEL_MAX_LENGTH = 8192  # the max_length XTuner's InternVL2-2B config trains wi
 # chat() and LMDeploy both add it when they tokenize the prompt (add_bos_token), and a bos in the
 # template would make LMDeploy warn about a duplicate bos on every request. So
 # tokenizer(apply_chat_template(..., tokenize=False)) gives chat()'s ids.
-CHAT_TEMPLATE = (
-    "{% if messages and messages[0]['role'] == 'system' %}"
-    "{% set system_message = messages[0]['content'] %}{% set loop_messages = messages[1:] %}"
-    "{% else %}"
-    "{% set system_message = " + json.dumps(INTERNVL_SYSTEM_MESSAGE, ensure_ascii=False) + " %}"
-    "{% set loop_messages = messages %}"
-    "{% endif %}"
-    "{{ '<|im_start|>system\\n' + system_message + '<|im_end|>' }}"
-    "{% for message in loop_messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+def chat_template(system_message: str = INTERNVL_SYSTEM_MESSAGE) -> str:
+    """The Jinja chat template, with ``system_message`` as the system turn when a conversation
+    brings none (a fine-tuned model gets the one it was trained with: convert.py)."""
+    return (
+        "{% if messages and messages[0]['role'] == 'system' %}"
+        "{% set system_message = messages[0]['content'] %}{% set loop_messages = messages[1:] %}"
+        "{% else %}"
+        "{% set system_message = " + json.dumps(system_message, ensure_ascii=False) + " %}"
+        "{% set loop_messages = messages %}"
+        "{% endif %}"
+        "{{ '<|im_start|>system\\n' + system_message + '<|im_end|>' }}"
+        "{% for message in loop_messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = chat_template()
 
 
 XTUNER_SYSTEM_MESSAGE = "You are an AI assistant whose name is InternLM (书生·浦语)."  # FACTS.md section 2

@@ -38,6 +38,23 @@ def init_cpu_process_group() -> None:
         dist.init_process_group(backend="gloo", rank=0, world_size=1)
 
 
+def internvl_dataset(max_dynamic_patch: int | None = None, **kwargs):
+    """XTuner's ``InternVL_V1_5_Dataset``, with at most ``max_dynamic_patch`` tiles a picture.
+
+    The dataset takes the tile limit from the model's config.json (12 for InternVL2-2B); a config
+    can lower it here, for less memory, without touching the model directory.
+    """
+    from xtuner.dataset import InternVL_V1_5_Dataset
+
+    dataset = InternVL_V1_5_Dataset(**kwargs)
+    if max_dynamic_patch is not None:
+        if max_dynamic_patch < dataset.min_dynamic_patch:
+            raise ValueError(f"max_dynamic_patch={max_dynamic_patch} is below the model's min_dynamic_patch "
+                             f"({dataset.min_dynamic_patch})")
+        dataset.max_dynamic_patch = max_dynamic_patch
+    return dataset
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m internvl_course.xtuner_launch CONFIG [xtuner.tools.train arguments]")

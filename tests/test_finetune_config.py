@@ -68,7 +68,7 @@ def test_overrides_and_rendering(data):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"preset": "huge"}, "unknown preset 'huge'; choose one of tutorial, cpu-tiny"),
+    ({"preset": "huge"}, "unknown preset 'huge'; choose one of tutorial, 24gb, cpu-tiny"),
     ({"learning_rate": 1}, "unknown setting(s) learning_rate"),
     ({"max_iters": 0}, "max_iters must be at least 1"),
 ])
@@ -87,3 +87,38 @@ def test_missing_and_broken_data_files(tmp_path, data):
         finetune.settings_for("cpu-tiny", **{**data, "data_path": broken})
     with pytest.raises(ValueError, match="model_path is required"):
         finetune.settings_for("cpu-tiny", **{**data, "model_path": None})
+
+
+def test_24gb_preset_trades_batch_for_accumulation_and_caps_tiles(data):
+    s = finetune.settings_for("24gb", **data)
+    tutorial = finetune.settings_for("tutorial", **data)
+    assert (s["batch_size"], s["max_dynamic_patch"]) == (1, 6)
+    # The same effective batch (samples per optimizer update) as the tutorial's 4 x 2.
+    assert s["batch_size"] * s["accumulative_counts"] == tutorial["batch_size"] * tutorial["accumulative_counts"]
+    assert "max_dynamic_patch=settings[\"max_dynamic_patch\"]" in finetune.render_config("24gb", **data)
+
+
+def test_every_setting_is_explained_in_the_table(data):
+    table = finetune.settings_table("24gb", **data)
+    assert all(name in table for name in finetune.EXPLAIN)
+    assert "max_dynamic_patch      6" in table and "(XTuner's recipe: 4)" in table  # batch_size departs
+
+
+def test_the_dataset_wrapper_caps_the_tiles_xtuner_loads(tiny_model, tmp_path):
+    """Run in the train env: XTuner's own dataset, through internvl_dataset, on a wide picture."""
+    import subprocess
+
+    from conftest import TRAIN_PYTHON
+    from internvl_course.scenes import Piece, Scene, render
+
+    render(Scene(pieces=(Piece("circle", "red", 2),)), seed=1).resize((1792, 896)).save(tmp_path / "wide.jpg")
+    (tmp_path / "data.json").write_text(json.dumps([{"image": "wide.jpg", "conversations": [
+        {"from": "human", "value": "<image>\n盘子里有什么？"}, {"from": "gpt", "value": "两个红色的圆形。"}]}]))
+    script = ("import sys; from xtuner.utils import PROMPT_TEMPLATE; from internvl_course.xtuner_launch import "
+              "internvl_dataset as d; print([d(max_dynamic_patch=m, model_path=sys.argv[1], template="
+              "PROMPT_TEMPLATE.internlm2_chat, data_paths=sys.argv[2], image_folders=sys.argv[3])[0]['pixel_values']"
+              ".shape[0] for m in (None, 2)])")
+    result = subprocess.run([str(TRAIN_PYTHON), "-c", script, str(tiny_model), str(tmp_path / "data.json"),
+                             str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[9, 3]"  # 4 x 2 tiles + thumbnail; capped: 2 + thumbnail

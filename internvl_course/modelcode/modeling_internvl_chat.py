@@ -90,8 +90,11 @@ class InternVLChatModel(PreTrainedModel):
 
         # The id of <IMG_CONTEXT>: chat() sets it from the tokenizer, XTuner sets it itself.
         self.img_context_token_id: int | None = None
-        # chat() puts this in the system turn; change it to change the assistant's persona.
-        self.system_message = get_conv_template(self.template).system_message if self.template else None
+        # chat() puts this in the system turn; change it to change the assistant's persona. A
+        # fine-tuned model's config may name the one it was trained with (the official configs
+        # carry no such field, so theirs is the template's).
+        default = get_conv_template(self.template).system_message if self.template else None
+        self.system_message = getattr(config, "system_message", None) or default
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -1,0 +1,366 @@
+"""XTuner checkpoint -> an official-format InternVL2 model directory that every tool loads.
+
+XTuner saves only what it trained: the LLM's LoRA adapters and the ``mlp1`` projector, plus the
+vision encoder when it was not frozen (FACTS.md section 2). ``convert`` folds them into the base model and writes a complete
+directory (weights in the base's dtype, the kit's model code, the tokenizer, a chat template,
+generation_config.json), so ``AutoModel.from_pretrained`` and LMDeploy load it as they load
+OpenGVLab/InternVL2-2B. XTuner's own ``convert_to_official.py`` leaves the code files out; this
+one is written from the LoRA formula, not from that script.
+
+The LoRA merge: a LoRA layer computes ``W x + (alpha / r) * B (A x)`` (Hu et al., 2021, LoRA,
+eq. 3, with peft's ``lora_alpha / r`` scaling), so the merged weight is ``W + (alpha / r) * B @ A``.
+
+Train/serve consistency: XTuner trains InternLM2 models with its own system message (FACTS.md
+section 2), so the converted model carries that message, in ``config.json`` (read by ``chat()``)
+and as the chat template's default (read by LMDeploy), and is prompted at chat time exactly as
+it was trained.
+
+Safety: the output may not lie inside the base model's or the checkpoint's folder, the folder is
+assembled beside its destination and renamed into place (``fileio.atomic_directory``), and
+after writing, the written model's logits are compared with the base-plus-adapter model's on a
+sample before the folder is put in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .fileio import atomic_directory
+from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES
+from .tokenizer_build import XTUNER_SYSTEM_MESSAGE, chat_template
+
+MODELCODE = Path(__file__).resolve().parent / "modelcode"
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenization_internlm2.py", "tokenization_internlm2_fast.py")
+# XTuner's names: "model." (its wrapper) + "language_model.base_model.model." (peft's wrapper)
+# + the module's path in the LLM + ".lora_A[.default].weight" / ".lora_B[...]"; and "model.mlp1.*".
+LORA_KEY = re.compile(r"^model\.language_model\.base_model\.model\.(?P<module>.+)\.lora_(?P<which>[AB])(?:\.default)?\.weight$")
+MLP1_KEY = re.compile(r"^model\.(?P<name>mlp1\..+)$")
+# With freeze_visual_encoder=False XTuner also saves the whole vision encoder.
+VISION_KEY = re.compile(r"^model\.(?P<name>vision_model\..+)$")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """|a - b| <= atol + rtol * max|a|, elementwise over the sample's logits."""
+
+    atol: float
+    rtol: float
+
+    def bound(self, reference: torch.Tensor) -> float:
+        return self.atol + self.rtol * reference.abs().max().item()
+
+
+# Both checks run in float32. The merge itself only reorders sums: the merged model's logits
+# equal the adapter model's within EXACT, which catches a wrong scale, a missed layer or a wrong
+# name. Storing the merged weights in 16 bits (InternVL2-2B is bfloat16, as XTuner's own
+# conversion writes) then rounds every weight to 8 significant bits, more than a small LoRA
+# update changes it: measured on a full-size InternVL2-2B-shaped model with random weights after
+# 20 XTuner steps, the written model's logits differ from the adapter model's by 5.6 % on average
+# and agree on the next token at 91 % of positions. So a 16-bit model is checked bit for bit
+# against the float32 merge rounded to its dtype, and that rounding's effect on the logits is
+# reported; ``store_dtype="float32"`` keeps the merge exact at twice the size.
+EXACT = Tolerance(1e-4, 1e-4)
+
+
+@dataclass
+class Adapter:
+    """What an XTuner checkpoint holds: LoRA pairs by LLM module path, and whole tensors that
+    replace the base's (mlp1 always; the vision encoder too when it was not frozen)."""
+
+    lora: dict[str, tuple[torch.Tensor, torch.Tensor]]  # "model.layers.0.attention.wqkv" -> (A, B)
+    whole: dict[str, torch.Tensor]  # "mlp1.1.weight" -> tensor, named as in the HF model
+    scale: float  # lora_alpha / lora_r
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What ``convert`` wrote and what its checks measured (logits on ``sample_inputs``)."""
+
+    out_dir: Path
+    lora_modules: int
+    dtype: str  # of the stored weights
+    merge_max_abs_diff: float  # merged (float32, before storing) vs base + adapters
+    max_abs_diff: float  # the written model vs base + adapters
+    mean_relative_diff: float  # mean |difference| / mean |logit|, written vs base + adapters
+    top1_agreement: float  # share of positions where both predict the same next token
+    tolerance: str  # what the written model was required to meet, in words
+
+
+def _stored_dtype(model_dir: Path) -> torch.dtype:
+    """The dtype the model directory stores its language model's weights in, read from the
+    safetensors header (config.json names it "torch_dtype" or, since transformers 5, "dtype")."""
+    from safetensors import safe_open
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir} holds no .safetensors weights; convert reads safetensors models")
+    names = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    with safe_open(str(files[0]), "pt") as f:
+        name = next((k for k in f.keys() if k.startswith("language_model.")), next(iter(f.keys())))
+        return names.get(f.get_slice(name).get_dtype(), torch.float32)
+
+
+def _checkpoint_file(checkpoint: Path) -> Path:
+    """The file holding the weights: XTuner's ``iter_N.pth`` file, or, under DeepSpeed, the
+    model-states file inside the ``iter_N.pth`` folder."""
+    if checkpoint.is_file():
+        return checkpoint
+    if checkpoint.is_dir():
+        states = sorted(checkpoint.glob("*model_states.pt"))
+        if states:
+            return states[0]
+        raise FileNotFoundError(f"{checkpoint} is a folder without a *model_states.pt file; give an XTuner "
+                                "iter_N.pth checkpoint (a file, or a DeepSpeed checkpoint folder)")
+    raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; give the iter_N.pth that training wrote "
+                            "(see the work folder, or training.last_checkpoint(work_dir))")
+
+
+def _lora_settings(meta: dict, lora_r: int | None, lora_alpha: float | None) -> tuple[int, float]:
+    """LoRA rank and alpha: given, or read from the training config mmengine stores in the checkpoint."""
+    if lora_r is not None and lora_alpha is not None:
+        return lora_r, lora_alpha
+    text = meta.get("cfg", "") if isinstance(meta, dict) else ""  # mmengine's pretty text of the config
+    r, alpha = re.search(r"\br=(\d+)", text), re.search(r"\blora_alpha=(\d+(?:\.\d+)?)", text)
+    if r and alpha:
+        return lora_r or int(r.group(1)), lora_alpha or float(alpha.group(1))
+    raise ValueError("the checkpoint does not say its LoRA rank and alpha (no training config inside it); "
+                     "pass lora_r=... and lora_alpha=... as in the config you trained with")
+
+
+def load_adapter(checkpoint: str | Path, lora_r: int | None = None, lora_alpha: float | None = None) -> Adapter:
+    """Read an XTuner checkpoint into LoRA pairs and whole weights, refusing anything else in it."""
+    path = _checkpoint_file(Path(checkpoint))
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    state = saved.get("state_dict") or saved.get("module") or saved
+    lora: dict[str, dict[str, torch.Tensor]] = {}
+    whole: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, tensor in state.items():
+        if m := LORA_KEY.match(key):
+            lora.setdefault(m["module"], {})[m["which"]] = tensor.float()
+        elif m := (MLP1_KEY.match(key) or VISION_KEY.match(key)):
+            whole[m["name"]] = tensor
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{path} holds tensors that are neither LLM LoRA nor mlp1 or vision weights "
+                         f"(e.g. {unknown[:3]}); convert handles XTuner's InternVL fine-tunes with LoRA on the LLM")
+    halves = [module for module, pair in lora.items() if set(pair) != {"A", "B"}]
+    if halves or not lora:
+        raise ValueError(f"{path}: no complete LoRA pairs (half pairs: {halves[:3]}); is it an XTuner LoRA checkpoint?")
+    r, alpha = _lora_settings(saved.get("meta", {}), lora_r, lora_alpha)
+    if not any(name.startswith("mlp1.") for name in whole):
+        raise ValueError(f"{path} holds no mlp1 weights; XTuner always saves them: is it an XTuner InternVL checkpoint?")
+    return Adapter({m: (p["A"], p["B"]) for m, p in lora.items()}, whole, alpha / r)
+
+
+def _refuse_inside(out: Path, folder: Path, what: str) -> None:
+    out, folder = out.resolve(), folder.resolve()
+    if out == folder or folder in out.parents:
+        raise ValueError(f"out_dir {out} lies inside the {what} {folder}; the kit never writes there. "
+                         "Choose a folder of its own, e.g. work_dirs/models/<name>-finetuned")
+
+
+@contextmanager
+def adapter_attached(model, adapter: Adapter) -> Iterator[None]:
+    """The model as XTuner trained it: each adapted Linear adds ``scale * B (A x)`` to its output
+    (dropout is off at inference), and the whole tensors (mlp1, ...) take the trained values.
+    Undone on exit."""
+    llm = model.language_model
+    hooks = []
+    for module_path, (a, b) in adapter.lora.items():
+        layer = llm.get_submodule(module_path)
+        a_, b_ = a.to(layer.weight.device, torch.float32), b.to(layer.weight.device, torch.float32)
+
+        def add_lora(module, inputs, output, a_=a_, b_=b_):
+            delta = F.linear(F.linear(inputs[0].float(), a_), b_) * adapter.scale
+            return output + delta.to(output.dtype)
+
+        hooks.append(layer.register_forward_hook(add_lora))
+    state = model.state_dict()
+    original = {name: state[name].clone() for name in adapter.whole}
+    _load_whole(model, adapter.whole)
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        _load_whole(model, original)
+
+
+def _load_whole(model, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy whole tensors into the model by name; a name the model lacks is an error."""
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected:
+        raise ValueError(f"the checkpoint has tensors this model does not: {unexpected[:3]}; was it trained from "
+                         "another base model?")
+
+
+@torch.no_grad()
+def merge_adapter(model, adapter: Adapter) -> None:
+    """Fold the adapter into ``model``'s weights in place (float32 arithmetic, then the weight's dtype)."""
+    llm = model.language_model
+    for module_path, (a, b) in adapter.lora.items():
+        weight = llm.get_submodule(module_path).weight
+        merged = weight.float() + adapter.scale * (b.float() @ a.float()).to(weight.device)
+        weight.copy_(merged.to(weight.dtype))
+    missing = {f"mlp1.{k}" for k in model.mlp1.state_dict()} - set(adapter.whole)
+    if missing:
+        raise ValueError(f"the checkpoint lacks mlp1 weights {sorted(missing)}; XTuner always saves mlp1")
+    _load_whole(model, adapter.whole)
+
+
+def sample_inputs(model, tokenizer) -> dict[str, torch.Tensor]:
+    """A fixed picture and question, prompted as ``chat()`` prompts them: what the logit check runs."""
+    from .modelcode.conversation import get_conv_template
+    from .preprocess import build_transform
+    from .scenes import Piece, Scene, render
+
+    picture = render(Scene(pieces=(Piece("circle", "red", 2), Piece("square", "blue", 1))), seed=5)
+    pixel_values = build_transform(model.config.force_image_size)(picture)[None]
+    conv = get_conv_template(model.template)
+    conv.system_message = model.system_message
+    conv.append_message(conv.roles[0], "<image>\n图中的菜是什么？")
+    conv.append_message(conv.roles[1], None)
+    image = "<img>" + "<IMG_CONTEXT>" * model.num_image_token + "</img>"
+    ids = tokenizer(conv.get_prompt().replace("<image>", image, 1), return_tensors="pt").input_ids
+    return {"pixel_values": pixel_values, "input_ids": ids}
+
+
+@torch.no_grad()
+def _logits(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    device = next(model.parameters()).device
+    dtype = model.vision_model.embeddings.patch_embedding.weight.dtype
+    out = model(pixel_values=inputs["pixel_values"].to(device, dtype), input_ids=inputs["input_ids"].to(device),
+                image_flags=torch.ones(1, dtype=torch.long, device=device))
+    return out.logits.float().cpu()
+
+
+def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *, lora_r: int | None = None,
+            lora_alpha: float | None = None, system_message: str = XTUNER_SYSTEM_MESSAGE, device: str = "cpu",
+            store_dtype: str | None = None, overwrite: bool = False) -> Conversion:
+    """Merge ``checkpoint`` into the model at ``base_dir`` and write an official-format model to ``out_dir``.
+
+    ``system_message``: the one the model was trained with (XTuner's, for InternLM2 models).
+    ``store_dtype`` ("float32", "bfloat16", ...): the dtype to store; default the base's. Raises
+    if the merge (in float32) leaves ``EXACT`` or the written model does not match it (see
+    ``EXACT``); the folder is then not put in place.
+    """
+    from transformers import AutoTokenizer
+
+    from .modelcode.modeling_internvl_chat import InternVLChatModel
+
+    base, out = Path(base_dir), Path(out_dir)
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"base_dir {base} holds no config.json; give the model directory you fine-tuned")
+    _refuse_inside(out, base, "base model")
+    checkpoint = Path(checkpoint)
+    _refuse_inside(out, checkpoint if checkpoint.is_dir() else checkpoint.parent, "checkpoint folder")
+    adapter = load_adapter(checkpoint, lora_r, lora_alpha)
+
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=True)
+    # Merge and check in float32, store in the base's own dtype: the check then measures the
+    # merge and the rounding of the stored weights, not the noise of bfloat16 arithmetic.
+    dtype = getattr(torch, store_dtype) if store_dtype else _stored_dtype(base)
+    model = InternVLChatModel.from_pretrained(base, torch_dtype=torch.float32).to(device).eval()
+    model.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    model.system_message = system_message
+    model.config.system_message = system_message
+    inputs = sample_inputs(model, tokenizer)
+    with adapter_attached(model, adapter):
+        expected = _logits(model, inputs)
+    merge_adapter(model, adapter)
+    merge_diff = (_logits(model, inputs) - expected).abs().max().item()
+    merged_state = {k: v.detach().cpu() for k, v in model.state_dict().items()} if dtype != torch.float32 else {}
+    if not merge_diff <= EXACT.bound(expected):
+        raise RuntimeError(f"the merged model's logits differ from the adapter model's by {merge_diff:.4g} in "
+                           f"float32 (allowed {EXACT.bound(expected):.4g}): the merge is wrong; nothing was written")
+
+    with atomic_directory(out, overwrite) as staging:
+        model.to(dtype).save_pretrained(staging, safe_serialization=True)
+        for name in MODEL_CODE_FILES:
+            shutil.copyfile(MODELCODE / name, staging / name)
+        for name in TOKENIZER_FILES:
+            if (base / name).is_file():
+                shutil.copyfile(base / name, staging / name)
+        for name in ("tokenization_internlm2.py", "tokenization_internlm2_fast.py"):
+            shutil.copyfile(MODELCODE / name, staging / name)  # the kit's own, like the model code
+        config_path = staging / "tokenizer_config.json"
+        tok_config = json.loads(config_path.read_text(encoding="utf-8"))
+        tok_config["chat_template"] = chat_template(system_message)
+        config_path.write_text(json.dumps(tok_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                               encoding="utf-8")
+        if (base / "generation_config.json").is_file():
+            shutil.copyfile(base / "generation_config.json", staging / "generation_config.json")
+        del model
+        written = InternVLChatModel.from_pretrained(staging, torch_dtype=torch.float32).to(device).eval()
+        written.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+        got = _logits(written, inputs)
+        diff = (got - expected).abs().max().item()
+        relative = ((got - expected).abs().mean() / expected.abs().mean()).item()
+        top1 = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
+        if dtype == torch.float32:
+            tolerance = f"max |logit difference| <= {EXACT.bound(expected):.3g} (float32 storage)"
+            problem = None if diff <= EXACT.bound(expected) else f"max |logit difference| {diff:.4g}"
+        else:
+            tolerance = (f"every stored tensor equals the float32 merge rounded to {str(dtype)[6:]}, bit for bit "
+                         "(the logits then differ from the adapter model's only by that rounding)")
+            problem = _first_mismatch(staging, merged_state, dtype)
+        if problem is not None:
+            raise RuntimeError(f"the written model does not match the merge ({problem}); required: {tolerance}. "
+                               f"Nothing was written to {out}")
+    return Conversion(out, len(adapter.lora), str(dtype).removeprefix("torch."), merge_diff, diff, relative, top1,
+                      tolerance)
+
+
+def _first_mismatch(folder: Path, merged: dict[str, torch.Tensor], dtype: torch.dtype) -> str | None:
+    """The first stored tensor that is not ``merged`` rounded to ``dtype``, or None."""
+    from safetensors import safe_open
+
+    seen = set()
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            for name in f.keys():
+                seen.add(name)
+                if name in merged and not torch.equal(f.get_tensor(name), merged[name].to(dtype)):
+                    return f"tensor {name} differs"
+    missing = set(merged) - seen
+    return f"tensors missing: {sorted(missing)[:3]}" if missing else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m internvl_course.convert",
+                                     description="Merge an XTuner LoRA checkpoint into its base model and write "
+                                                 "an official-format InternVL2 directory.")
+    parser.add_argument("base_dir", help="the model directory that was fine-tuned")
+    parser.add_argument("checkpoint", help="XTuner's iter_N.pth (file, or DeepSpeed folder)")
+    parser.add_argument("out_dir", help="where to write the merged model (a new folder)")
+    parser.add_argument("--lora-r", type=int, help="LoRA rank, if the checkpoint does not hold its config")
+    parser.add_argument("--lora-alpha", type=float, help="LoRA alpha, likewise")
+    parser.add_argument("--device", default="cpu", help="where to merge and check (cpu, cuda)")
+    parser.add_argument("--store-dtype", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the written weights (default: the base model's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    args = parser.parse_args(argv)
+    result = convert(args.base_dir, args.checkpoint, args.out_dir, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                     device=args.device, store_dtype=args.store_dtype, overwrite=args.overwrite)
+    print(f"wrote {result.out_dir} ({result.lora_modules} LoRA layers merged, stored in {result.dtype})")
+    print(f"logits vs base + adapters: merge {result.merge_max_abs_diff:.3g}; written: max {result.max_abs_diff:.3g}, "
+          f"mean relative {result.mean_relative_diff:.3g}, same next token {result.top1_agreement:.1%} "
+          f"(required: {result.tolerance})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
