@@ -627,6 +627,19 @@ def see_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor])
             + F.binary_cross_entropy_with_logits(outputs["shapes"], targets["shapes"]))
 
 
+def _step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, losses: list[float], bar: tqdm) -> None:
+    """One optimizer step of any stage: backward, clip at 1, step, record, show the running loss."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    losses.append(loss.item())
+    bar.update()
+    bar.set_postfix(loss=f"{_tail(losses):.3f}")
+
+
 def train_vision(model, recipe: "Recipe", seed: int, bar: tqdm) -> list[float]:
     """Stage 0: the ViT and throw-away heads, AdamW, on ``recipe.see_images`` generic pictures."""
     scenes = random_scenes(seed + 10, recipe.see_images)
@@ -649,14 +662,7 @@ def train_vision(model, recipe: "Recipe", seed: int, bar: tqdm) -> list[float]:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
             outputs = heads(vit_tokens(model, pixels[rows]))
         loss = see_loss({k: v.float() for k, v in outputs.items()}, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{_tail(losses):.3f}")
+        _step(loss, params, optimizer, scheduler, losses, bar)
     model.eval()
     return losses
 
@@ -771,14 +777,7 @@ def run_stage(model, tokenizer, features: torch.Tensor, talks: list[Conversation
     for batch in _batches(model, tokenizer, talks, recipe.batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
             loss = answer_loss(model, features, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{_tail(losses):.3f}")
+        _step(loss, params, optimizer, scheduler, losses, bar)
     return losses
 
 
