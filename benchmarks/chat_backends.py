@@ -22,7 +22,7 @@ TURNS = ["请描述这张图片。", "What colour is the plate?"]
 TEXT_ONLY = "你好，请介绍一下你自己。"
 
 
-def ask(model: str | None, backend: str, max_new_tokens: int) -> dict:
+def ask(model: str | None, backend: str, max_new_tokens: int, dtype: str = "auto") -> dict:
     from internvl_course.chat import GenerationConfig, pipeline
     from internvl_course.scenes import Piece, Scene, render
 
@@ -30,7 +30,7 @@ def ask(model: str | None, backend: str, max_new_tokens: int) -> dict:
                      seed=11)
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     start = time.perf_counter()
-    pipe = pipeline(model, backend=backend, quiet=True)
+    pipe = pipeline(model, backend=backend, dtype=dtype, quiet=True)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     session = pipe.chat((TURNS[0], picture), gen_config=config)
@@ -47,11 +47,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: the embedded tiny model)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--dtype", default="auto", help="auto, float16 or bfloat16 for every backend (greedy "
+                        "answers are only comparable at one precision)")
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.backend:
-        print("RESULT " + json.dumps(ask(args.model, args.backend, args.max_new_tokens), ensure_ascii=False))
+        print("RESULT " + json.dumps(ask(args.model, args.backend, args.max_new_tokens, args.dtype), ensure_ascii=False))
         return 0
 
     from internvl_course.chat import choose_backend
@@ -65,7 +67,8 @@ def main() -> int:
             results[backend] = {"backend": backend, "runs": False, "why": str(err)}
             print(f"{backend:<13} cannot run here: {err}")
             continue
-        cmd = [sys.executable, __file__, "--backend", backend, "--max-new-tokens", str(args.max_new_tokens)]
+        cmd = [sys.executable, __file__, "--backend", backend, "--max-new-tokens", str(args.max_new_tokens),
+               "--dtype", args.dtype]
         cmd += ["--model", args.model] if args.model else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -168,11 +168,18 @@ def _split_prompt(prompt: str | tuple) -> tuple[str, ImageSource | None]:
     raise TypeError(f"a prompt is a string or a (text, image) pair, got {type(prompt).__name__}")
 
 
+# "auto": transformers computes in bfloat16 on a GPU and float32 on a CPU; LMDeploy picks its own.
+# Comparing engines greedily needs the same precision: a near-tie between two tokens can go
+# either way in bfloat16.
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
 class ChatPipeline:
     """Multi-turn image chat over one backend; create it with ``pipeline(...)``."""
 
     def __init__(self, model_path: str | Path | None = None, backend: str = "auto", tp: int = 1,
-                 max_num: int | None = None, session_len: int = 8192, quiet: bool = False) -> None:
+                 max_num: int | None = None, session_len: int = 8192, dtype: str = "auto",
+                 quiet: bool = False) -> None:
         from .paths import tiny_model_dir
 
         self.model_path = Path(model_path) if model_path else tiny_model_dir()
@@ -181,6 +188,9 @@ class ChatPipeline:
                                     "at InternVL2 weights, or run `make setup` to build the embedded tiny model.")
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.dtype = dtype
         self.backend, self.reason = choose_backend(backend)
         if tp > 1 and self.backend == "transformers":
             raise ValueError("tp > 1 (tensor parallelism) needs an LMDeploy backend on several GPUs")
@@ -206,7 +216,10 @@ class ChatPipeline:
         from transformers import AutoModel, AutoTokenizer
 
         self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if self.dtype == "auto":
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, self.dtype)
         dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         self.model = AutoModel.from_pretrained(self.model_path, trust_remote_code=True, **{dtype_arg: dtype})
         self.model = self.model.to(self.device).eval()
@@ -217,9 +230,13 @@ class ChatPipeline:
         from lmdeploy import pipeline as lmdeploy_pipeline
 
         _allow_nested_event_loops()
+        if self.dtype == "float32":
+            raise ValueError("LMDeploy computes in float16 or bfloat16 only: use dtype='auto', 'float16' or "
+                             "'bfloat16' with an LMDeploy backend (or backend='transformers' for float32)")
         engine = TurbomindEngineConfig if self.backend == "turbomind" else PytorchEngineConfig
         self.engine = lmdeploy_pipeline(str(self.model_path), trust_remote_code=True, log_level="ERROR",
-                                        backend_config=engine(tp=self.tp, session_len=self.session_len))
+                                        backend_config=engine(tp=self.tp, session_len=self.session_len,
+                                                              dtype=self.dtype))
 
     # -- chatting ------------------------------------------------------------------------------
     def _pixel_values(self, image: Any):

@@ -97,3 +97,13 @@ def test_streaming_ends_with_the_whole_reply_and_stops_when_dropped(pipe, pictur
 def test_batch_answers_each_question_on_its_own(pipe, picture):
     replies = pipe.batch([("Describe.", picture), "你好"], gen_config=GenerationConfig(max_new_tokens=4))
     assert len(replies) == 2 and all(isinstance(r.text, str) for r in replies)
+
+
+def test_dtype_is_validated_and_honoured(tiny_model):
+    from internvl_course.chat import pipeline
+
+    with pytest.raises(ValueError, match="dtype must be one of auto, float32, float16, bfloat16, got 'fp8'"):
+        pipeline(tiny_model, backend="transformers", dtype="fp8", quiet=True)
+    pipe = pipeline(tiny_model, backend="transformers", dtype="bfloat16", quiet=True)
+    assert next(pipe.model.parameters()).dtype.__repr__() == "torch.bfloat16"
+    pipe.close()
