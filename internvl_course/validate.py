@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePath
+from collections.abc import Callable
 from typing import Any
 
 from .preprocess import ImageLoadError, open_image
@@ -189,8 +190,19 @@ def _sivqa_fields(item: dict[str, Any]) -> tuple[list[str], list[str]]:
     return schema, empty
 
 
-def check_sivqa(items: list[Any], image_root: Path, source: str = "") -> list[Problem]:
-    """Every problem of FoodieQA-style sivqa items whose pictures live under ``image_root``."""
+@dataclass(frozen=True)
+class _Format:
+    """What differs between the two dataset formats; ``_check_items`` does the rest."""
+
+    id_field: str  # "question_id" (sivqa) or "id" (LLaVA)
+    fields: Callable[[dict[str, Any]], tuple[list[str], list[str]]]  # (schema faults, empty answers)
+    question: Callable[[dict[str, Any]], tuple | None]  # what makes two items the same question
+    picture: Callable[[dict[str, Any]], str | None]  # the picture's path, when the item names one
+    extra: Callable[[dict[str, Any]], list[tuple[ProblemKind, str]]] = lambda item: []
+
+
+def _check_items(items: list[Any], image_root: Path, source: str, fmt: _Format) -> list[Problem]:
+    """Every problem of ``items``: schema, empty answers, duplicate ids and questions, pictures."""
     pictures = _Pictures(image_root)
     problems: list[Problem] = []
     first_id: dict[str, int] = {}
@@ -200,36 +212,61 @@ def check_sivqa(items: list[Any], image_root: Path, source: str = "") -> list[Pr
             problems.append(Problem(ProblemKind.SCHEMA, f"an item must be an object, got {type(item).__name__}",
                                     index, source=source))
             continue
-        item_id = str(item["question_id"]) if isinstance(item.get("question_id"), (str, int)) else None
+        item_id = str(item[fmt.id_field]) if isinstance(item.get(fmt.id_field), (str, int)) else None
 
         def add(kind: ProblemKind, message: str) -> None:
             problems.append(Problem(kind, message, index, item_id, source))
 
-        schema, empty = _sivqa_fields(item)
+        schema, empty = fmt.fields(item)
         for message in schema:
             add(ProblemKind.SCHEMA, message)
         for message in empty:
             add(ProblemKind.EMPTY_ANSWER, message)
         if item_id is not None:
             if item_id in first_id:
-                add(ProblemKind.DUPLICATE, f"question_id {item_id!r} is also item {first_id[item_id]}'s")
+                add(ProblemKind.DUPLICATE, f"{fmt.id_field} {item_id!r} is also item {first_id[item_id]}'s")
             first_id.setdefault(item_id, index)
-        choices = item.get("choices")
-        if isinstance(choices, list) and all(isinstance(c, str) for c in choices):
-            repeated = sorted({c for c in choices if choices.count(c) > 1})
-            if repeated:
-                add(ProblemKind.DUPLICATE, f"choice(s) {repeated} appear more than once in this item")
-        meta = item.get("food_meta")
-        food_file = meta.get("food_file") if isinstance(meta, dict) else None
-        if _text(food_file):
-            key = (food_file, item.get("question"), json.dumps(choices, ensure_ascii=False))
+        for kind, message in fmt.extra(item):
+            add(kind, message)
+        key = fmt.question(item)
+        if key is not None:
             if key in first_question:
                 add(ProblemKind.DUPLICATE, f"the same question about the same picture as item {first_question[key]}")
             first_question.setdefault(key, index)
-            found = pictures.problem(food_file)
+        picture = fmt.picture(item)
+        if picture is not None:
+            found = pictures.problem(picture)
             if found is not None:
                 add(*found)
     return problems
+
+
+def _repeated_choices(item: dict[str, Any]) -> list[tuple[ProblemKind, str]]:
+    choices = item.get("choices")
+    if isinstance(choices, list) and all(isinstance(c, str) for c in choices):
+        repeated = sorted({c for c in choices if choices.count(c) > 1})
+        if repeated:
+            return [(ProblemKind.DUPLICATE, f"choice(s) {repeated} appear more than once in this item")]
+    return []
+
+
+def _sivqa_picture(item: dict[str, Any]) -> str | None:
+    meta = item.get("food_meta")
+    food_file = meta.get("food_file") if isinstance(meta, dict) else None
+    return food_file if _text(food_file) else None
+
+
+def _sivqa_question(item: dict[str, Any]) -> tuple | None:
+    food_file = _sivqa_picture(item)
+    if food_file is None:
+        return None
+    return food_file, item.get("question"), json.dumps(item.get("choices"), ensure_ascii=False)
+
+
+def check_sivqa(items: list[Any], image_root: Path, source: str = "") -> list[Problem]:
+    """Every problem of FoodieQA-style sivqa items whose pictures live under ``image_root``."""
+    return _check_items(items, image_root, source, _Format("question_id", _sivqa_fields, _sivqa_question,
+                                                           _sivqa_picture, _repeated_choices))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,42 +305,20 @@ def _llava_turns(item: dict[str, Any]) -> tuple[list[str], list[str]]:
     return schema, empty
 
 
+def _llava_question(item: dict[str, Any]) -> tuple | None:
+    conversations = item.get("conversations")
+    if isinstance(conversations, list) and conversations and isinstance(conversations[0], dict):
+        return str(item.get("image")), str(conversations[0].get("value"))
+    return None
+
+
+def _llava_picture(item: dict[str, Any]) -> str | None:
+    return item["image"] if _text(item.get("image")) else None
+
+
 def check_llava(items: list[Any], image_folder: Path, source: str = "") -> list[Problem]:
     """Every problem of LLaVA-format items whose pictures live under ``image_folder``."""
-    pictures = _Pictures(image_folder)
-    problems: list[Problem] = []
-    first_id: dict[str, int] = {}
-    first_prompt: dict[tuple, int] = {}
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            problems.append(Problem(ProblemKind.SCHEMA, f"an item must be an object, got {type(item).__name__}",
-                                    index, source=source))
-            continue
-        item_id = str(item["id"]) if isinstance(item.get("id"), (str, int)) else None
-
-        def add(kind: ProblemKind, message: str) -> None:
-            problems.append(Problem(kind, message, index, item_id, source))
-
-        schema, empty = _llava_turns(item)
-        for message in schema:
-            add(ProblemKind.SCHEMA, message)
-        for message in empty:
-            add(ProblemKind.EMPTY_ANSWER, message)
-        if item_id is not None:
-            if item_id in first_id:
-                add(ProblemKind.DUPLICATE, f"id {item_id!r} is also item {first_id[item_id]}'s")
-            first_id.setdefault(item_id, index)
-        conversations = item.get("conversations")
-        if isinstance(conversations, list) and conversations and isinstance(conversations[0], dict):
-            key = (str(item.get("image")), str(conversations[0].get("value")))
-            if key in first_prompt:
-                add(ProblemKind.DUPLICATE, f"the same question about the same picture as item {first_prompt[key]}")
-            first_prompt.setdefault(key, index)
-        if _text(item.get("image")):
-            found = pictures.problem(item["image"])
-            if found is not None:
-                add(*found)
-    return problems
+    return _check_items(items, image_folder, source, _Format("id", _llava_turns, _llava_question, _llava_picture))
 
 
 # ---------------------------------------------------------------------------------------------
