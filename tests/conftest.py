@@ -12,6 +12,15 @@ REPO = Path(__file__).resolve().parent.parent
 COURSE_PYTHON = REPO / ".venv" / "bin" / "python"
 TRAIN_PYTHON = REPO / ".venv-train" / "bin" / "python"
 
+# What OpenGVLab/InternVL2-2B carries besides its README and examples, plus the fast tokenizer.
+MODEL_FILES = {
+    "config.json", "generation_config.json", "model.safetensors",
+    "configuration_intern_vit.py", "configuration_internlm2.py", "configuration_internvl_chat.py",
+    "modeling_intern_vit.py", "modeling_internlm2.py", "modeling_internvl_chat.py", "conversation.py",
+    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+    "tokenization_internlm2.py", "tokenization_internlm2_fast.py",
+}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch

@@ -8,18 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import MODEL_FILES
 from internvl_course import convert as C
 from internvl_course.tokenizer_build import XTUNER_SYSTEM_MESSAGE
 
 pytestmark = pytest.mark.slow
 
-OFFICIAL_FILES = {
-    "config.json", "generation_config.json", "model.safetensors",
-    "configuration_intern_vit.py", "configuration_internlm2.py", "configuration_internvl_chat.py",
-    "modeling_intern_vit.py", "modeling_internlm2.py", "modeling_internvl_chat.py", "conversation.py",
-    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-    "tokenization_internlm2.py", "tokenization_internlm2_fast.py",
-}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +28,7 @@ def test_writes_an_official_directory_that_loads_and_chats(converted):
     from internvl_course.scenes import Piece, Scene, render
 
     result, _ = converted
-    assert {p.name for p in result.out_dir.iterdir()} == OFFICIAL_FILES
+    assert {p.name for p in result.out_dir.iterdir()} == MODEL_FILES
     model = AutoModel.from_pretrained(result.out_dir, trust_remote_code=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(result.out_dir, trust_remote_code=True)
     reply = model.chat(tokenizer, load_image(render(Scene(pieces=(Piece("circle", "red", 2),)), seed=2)),

@@ -8,17 +8,8 @@ import subprocess
 
 import pytest
 
-from conftest import TRAIN_PYTHON
+from conftest import MODEL_FILES, TRAIN_PYTHON
 from internvl_course.tiny import build_tiny_model
-
-# What OpenGVLab/InternVL2-2B carries besides its README and examples, plus the fast tokenizer.
-MODEL_FILES = {
-    "config.json", "generation_config.json", "model.safetensors",
-    "configuration_intern_vit.py", "configuration_internlm2.py", "configuration_internvl_chat.py",
-    "modeling_intern_vit.py", "modeling_internlm2.py", "modeling_internvl_chat.py", "conversation.py",
-    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-    "tokenization_internlm2.py", "tokenization_internlm2_fast.py",
-}
 
 # Run in either env: load with AutoModel/AutoTokenizer (slow and fast), chat two turns on a picture.
 LOAD_AND_CHAT = r"""
