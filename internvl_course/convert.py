@@ -40,8 +40,8 @@ from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES
 from .tokenizer_build import XTUNER_SYSTEM_MESSAGE, chat_template
 
 MODELCODE = Path(__file__).resolve().parent / "modelcode"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenization_internlm2.py", "tokenization_internlm2_fast.py")
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")  # the base's vocabulary
+TOKENIZER_CODE = ("tokenization_internlm2.py", "tokenization_internlm2_fast.py")  # the kit's own, like the model code
 # XTuner's names: "model." (its wrapper) + "language_model.base_model.model." (peft's wrapper)
 # + the module's path in the LLM + ".lora_A[.default].weight" / ".lora_B[...]"; and "model.mlp1.*".
 LORA_KEY = re.compile(r"^model\.language_model\.base_model\.model\.(?P<module>.+)\.lora_(?P<which>[AB])(?:\.default)?\.weight$")
@@ -294,8 +294,8 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
         for name in TOKENIZER_FILES:
             if (base / name).is_file():
                 shutil.copyfile(base / name, staging / name)
-        for name in ("tokenization_internlm2.py", "tokenization_internlm2_fast.py"):
-            shutil.copyfile(MODELCODE / name, staging / name)  # the kit's own, like the model code
+        for name in TOKENIZER_CODE:
+            shutil.copyfile(MODELCODE / name, staging / name)
         config_path = staging / "tokenizer_config.json"
         tok_config = json.loads(config_path.read_text(encoding="utf-8"))
         tok_config["chat_template"] = chat_template(system_message)

@@ -496,20 +496,13 @@ def image_features(model, scenes: list[TableScene], chunk: int = 16) -> torch.Te
     """What ``mlp1`` receives for each scene's picture (ViT, class token dropped, pixel shuffle):
     [N, 256, 4 x vit_width].
 
-    Captured with a hook on mlp1 while ``extract_feature`` runs, so the cache takes exactly the
-    model's own path. Pictures are drawn a chunk at a time: all their pixels at once would take
-    gigabytes.
+    Read by ``vit_tokens`` (a hook on mlp1 while ``extract_feature`` runs), so the cache takes
+    exactly the model's own path. Pictures are drawn a chunk at a time: all their pixels at once
+    would take gigabytes.
     """
     transform = build_transform(IMAGE_SIZE)
-    captured: list[torch.Tensor] = []
-    hook = model.mlp1.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-    try:
-        for start in range(0, len(scenes), chunk):
-            pixels = torch.stack([transform(s.image()) for s in scenes[start:start + chunk]])
-            model.extract_feature(pixels)
-    finally:
-        hook.remove()
-    return torch.cat(captured)
+    return torch.cat([vit_tokens(model, torch.stack([transform(s.image()) for s in scenes[start:start + chunk]]))
+                      for start in range(0, len(scenes), chunk)])
 
 
 def encode(talk: Conversation, tokenizer, template: str, system_message: str,
