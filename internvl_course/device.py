@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# NVLink multicast (NVLS) is off in every launch: NCCL's NVLS all-reduce and torch's symmetric
+# memory need a fabric manager setup that shared GPU nodes often lack, and hang instead of failing
+# there. Plain NVLink/PCIe all-reduce is what ZeRO-2 and tensor parallelism need anyway.
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+
+
+def multicast_off(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment, changed in place) with multicast switched off."""
+    target = os.environ if env is None else env
+    target.update(MULTICAST_OFF)
+    return target  # type: ignore[return-value]
+
+
+def check_gpu_count(wanted: int, what: str) -> None:
+    """Refuse to start ``wanted`` GPU processes on a machine with fewer GPUs, saying how many it has."""
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if wanted > have:
+        fix = f"use {what}={have} or less" if have else "this machine has no CUDA GPU: leave it unset to use the CPU"
+        raise ValueError(f"{what}={wanted} asks for {wanted} GPUs, but torch sees {have} here; {fix}, "
+                         "or run on a machine with more GPUs.")
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -23,6 +23,7 @@ on the GPU machine: lr 3e-10 instead of 3e-5; FACTS.md section 2).
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from pathlib import Path
@@ -58,6 +59,7 @@ _BASE: dict[str, Any] = {
     "quantization_llm": False,
     "amp": True,  # fp16 AMP on a GPU; a CPU trains in the model's dtype
     "dist_backend": "nccl",
+    "gpus": None,  # GPUs per node; None: 1 with CUDA, else the CPU (training.default_gpus)
     "seed": 0,
     "log_interval": 10,
 }
@@ -105,6 +107,8 @@ EXPLAIN: dict[str, str] = {
     "quantization_llm": "load the LLM in 4 bits (QLoRA, bitsandbytes): less memory, slower steps",
     "amp": "fp16 mixed precision on a GPU (DeepSpeed runs use its own bf16/fp16 setting)",
     "dist_backend": "how processes talk: nccl on GPUs, gloo on a CPU",
+    "gpus": "GPUs per node that training.train starts (ZeRO-2 data parallel: the effective batch is "
+            "batch_size x accumulative_counts x gpus); several nodes: NNODES, NODE_RANK, ADDR, PORT",
     "seed": "random seed of the run",
     "log_interval": "a log line (loss, learning rate, time) every this many steps",
 }
@@ -221,7 +225,19 @@ def settings_for(preset: str, **overrides: Any) -> dict[str, Any]:
         settings["max_iters"] = settings["max_epochs"] * math.ceil(samples / settings["batch_size"])
     if settings["max_iters"] < 1:
         raise ValueError(f"max_iters must be at least 1, got {settings['max_iters']}")
+    if settings["gpus"] is not None and (not isinstance(settings["gpus"], int) or settings["gpus"] < 0):
+        raise ValueError(f"gpus must be None (1 with CUDA, else the CPU), 0 (the CPU) or a number of GPUs, "
+                         f"got {settings['gpus']!r}")
     return settings
+
+
+def read_settings(config: str | Path) -> dict[str, Any]:
+    """The settings a config written by ``write_config`` holds (its ``settings = {...}`` line);
+    an empty dict for a config written some other way."""
+    for line in Path(config).read_text(encoding="utf-8").splitlines():
+        if line.startswith("settings = "):
+            return ast.literal_eval(line.removeprefix("settings = "))
+    return {}
 
 
 def count_samples(data_path: str | Path) -> int:

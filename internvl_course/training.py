@@ -89,14 +89,38 @@ def _uses_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+# Several nodes: start the same command on every node with these variables set, as
+# ``xtuner train`` reads them: NNODES (nodes), NODE_RANK (0 on the first node), ADDR (the first
+# node's address) and PORT (a free port there). Each node runs ``gpus`` processes.
+NODE_VARIABLES = {"NNODES": "--nnodes", "NODE_RANK": "--node_rank", "ADDR": "--master_addr", "PORT": "--master_port"}
+
+
+def default_gpus(config: Path | None = None) -> int:
+    """GPUs per node when ``train`` is not told: the config's ``gpus`` setting, else XTuner's
+    NPROC_PER_NODE variable, else 1 with CUDA and 0 (the CPU) without."""
+    if config is not None:
+        from .finetune import read_settings
+
+        gpus = read_settings(config).get("gpus")
+        if gpus is not None:
+            return int(gpus)
+    if os.environ.get("NPROC_PER_NODE"):
+        return int(os.environ["NPROC_PER_NODE"])
+    return 1 if _uses_gpu() else 0
+
+
 def train_command(config: Path, work_dir: Path, resume: Path | None = None, gpus: int | None = None,
                   deepspeed: str | None = "deepspeed_zero2") -> list[str]:
-    """The command line: on a CPU the launcher alone; with GPUs ``torch.distributed.run`` and, by
-    default, DeepSpeed ZeRO-2 (XTuner's ``deepspeed_zero2``), as the tutorial trains."""
-    gpus = (1 if _uses_gpu() else 0) if gpus is None else gpus
+    """The command line: on a CPU the launcher alone; with GPUs ``torch.distributed.run`` (``gpus``
+    processes a node, several nodes through NODE_VARIABLES) and, by default, DeepSpeed ZeRO-2
+    (XTuner's ``deepspeed_zero2``), as the tutorial trains."""
+    gpus = default_gpus(config) if gpus is None else gpus
+    if gpus < 0:
+        raise ValueError(f"gpus must be 0 (the CPU) or more, got {gpus}")
     args = ["-m", "internvl_course.xtuner_launch", str(config), "--work-dir", str(work_dir)]
     if gpus:
-        args = ["-m", "torch.distributed.run", f"--nproc_per_node={gpus}", *args, "--launcher", "pytorch"]
+        nodes = [f"{flag}={os.environ[name]}" for name, flag in NODE_VARIABLES.items() if os.environ.get(name)]
+        args = ["-m", "torch.distributed.run", f"--nproc_per_node={gpus}", *nodes, *args, "--launcher", "pytorch"]
         if deepspeed:
             args += ["--deepspeed", deepspeed]
     if resume is not None:
@@ -120,7 +144,9 @@ def _parse_line(line: str) -> dict[str, float] | None:
 def _child_env() -> dict[str, str]:
     # Lines arrive as XTuner prints them, so the bar is live. A Jupyter kernel exports its inline
     # matplotlib backend, which the train env does not have: XTuner would die importing pyplot.
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    from .device import multicast_off
+
+    return multicast_off({**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
 
 
 def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus: int | None = None,
@@ -139,6 +165,11 @@ def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus
     config, work = Path(config).resolve(), Path(work_dir).resolve()
     if not config.is_file():
         raise FileNotFoundError(f"config {config} does not exist; write one with finetune.write_config(...)")
+    gpus = default_gpus(config) if gpus is None else gpus
+    if gpus:
+        from .device import check_gpu_count
+
+        check_gpu_count(gpus, "gpus")
     recorded = work / RUN_CONFIG
     if work.exists() and any(work.iterdir()):
         same = recorded.is_file() and recorded.read_text(encoding="utf-8") == config.read_text(encoding="utf-8")
@@ -231,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("work_dir")
     parser.add_argument("--no-resume", action="store_true", help="start from the beginning even if checkpoints exist")
-    parser.add_argument("--gpus", type=int, help="GPUs to use (default: 1 if CUDA is available, else the CPU)")
+    parser.add_argument("--gpus", type=int, help="GPUs per node (default: the config's gpus setting, else "
+                        "NPROC_PER_NODE, else 1 if CUDA is available, else the CPU); several nodes: set "
+                        + ", ".join(NODE_VARIABLES) + " on each")
     parser.add_argument("--no-deepspeed", action="store_true", help="on GPUs, train without DeepSpeed")
     args = parser.parse_args(argv)
     try:
