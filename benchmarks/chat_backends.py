@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from report import ChildFailed, emit_result, run_child
 
 TURNS = ["请描述这张图片。", "What colour is the plate?"]
 TEXT_ONLY = "你好，请介绍一下你自己。"
@@ -53,7 +54,7 @@ def main() -> int:
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.backend:
-        print("RESULT " + json.dumps(ask(args.model, args.backend, args.max_new_tokens, args.dtype), ensure_ascii=False))
+        emit_result(ask(args.model, args.backend, args.max_new_tokens, args.dtype))
         return 0
 
     from internvl_course.chat import choose_backend
@@ -70,13 +71,12 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--backend", backend, "--max-new-tokens", str(args.max_new_tokens),
                "--dtype", args.dtype]
         cmd += ["--model", args.model] if args.model else []
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            results[backend] = {"backend": backend, "runs": False, "why": proc.stderr[-1500:]}
-            print(f"{backend:<13} failed:\n{proc.stderr[-1500:]}")
+        try:
+            results[backend] = {"runs": True, **run_child(cmd)}
+        except ChildFailed as err:
+            results[backend] = {"backend": backend, "runs": False, "why": str(err)}
+            print(f"{backend:<13} failed: {err}")
             continue
-        results[backend] = {"runs": True, **json.loads(lines[-1][len("RESULT "):])}
         r = results[backend]
         print(f"{backend:<13} load {r['load_s']:>6.2f} s, three answers in {r['chat_s']:>6.2f} s")
         for question, answer in zip(TURNS + [TEXT_ONLY], r["answers"]):

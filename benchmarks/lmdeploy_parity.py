@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from report import ChildFailed, emit_result, run_child
 
 QUESTION = "请描述这张图片。"
 
@@ -112,19 +113,18 @@ def main() -> int:
         return 2
     if args.stage:
         run = run_ours if args.stage == "ours" else run_lmdeploy
-        print("RESULT " + json.dumps(run(args.model, args.dtype, args.tokens), ensure_ascii=False))
+        emit_result(run(args.model, args.dtype, args.tokens))
         return 0
 
     results = {}
     for stage in ("ours", "lmdeploy"):
         cmd = [sys.executable, __file__, "--model", args.model, "--dtype", args.dtype, "--tokens", str(args.tokens),
                "--stage", stage]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(f"{stage} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}", file=sys.stderr)
+        try:
+            results[stage] = run_child(cmd)
+        except ChildFailed as err:
+            print(f"{stage} failed: {err}", file=sys.stderr)
             return 1
-        results[stage] = json.loads(lines[-1][len("RESULT "):])
     ours, lmd = results["ours"]["ids"], results["lmdeploy"]["ids"]
     n = min(len(ours), len(lmd))
     agree = next((i for i in range(n) if ours[i] != lmd[i]), n)

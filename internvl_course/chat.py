@@ -39,7 +39,9 @@ class GenerationConfig:
     """Generation settings every backend understands the same way.
 
     ``temperature`` 0 means greedy decoding; above 0 it samples, with ``top_p`` (nucleus, in
-    (0, 1]) and ``top_k`` (0: no limit). ``seed`` makes sampling repeatable.
+    (0, 1]) and ``top_k`` (0: no limit). ``seed`` makes sampling repeatable. ``ignore_eos``
+    generates exactly ``max_new_tokens`` whatever the model says: benchmarks need a fixed amount
+    of work, and a model with random weights would otherwise stop at an arbitrary point.
     """
 
     max_new_tokens: int = 256
@@ -48,6 +50,7 @@ class GenerationConfig:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -71,6 +74,8 @@ class GenerationConfig:
                                   "repetition_penalty": self.repetition_penalty}
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        if self.ignore_eos:  # the stop token is masked out until max_new_tokens are generated
+            kwargs["min_new_tokens"] = self.max_new_tokens
         return kwargs
 
     def for_lmdeploy(self):
@@ -80,7 +85,8 @@ class GenerationConfig:
         return LMDeployGenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
                                         temperature=self.temperature if self.do_sample else 1.0,
                                         top_p=self.top_p, top_k=self.top_k if self.do_sample else 1,
-                                        repetition_penalty=self.repetition_penalty, random_seed=self.seed)
+                                        repetition_penalty=self.repetition_penalty, random_seed=self.seed,
+                                        ignore_eos=self.ignore_eos)
 
 
 @dataclass
@@ -233,6 +239,11 @@ class ChatPipeline:
         if self.dtype == "float32":
             raise ValueError("LMDeploy computes in float16 or bfloat16 only: use dtype='auto', 'float16' or "
                              "'bfloat16' with an LMDeploy backend (or backend='transformers' for float32)")
+        if self.tp > 1:
+            from .device import check_gpu_count, multicast_off
+
+            check_gpu_count(self.tp, "tp")
+            multicast_off()  # LMDeploy's worker processes inherit it
         engine = TurbomindEngineConfig if self.backend == "turbomind" else PytorchEngineConfig
         self.engine = lmdeploy_pipeline(str(self.model_path), trust_remote_code=True, log_level="ERROR",
                                         backend_config=engine(tp=self.tp, session_len=self.session_len,

@@ -57,6 +57,17 @@ def test_temperature_decides_sampling_in_every_backend():
     assert (lmd.do_sample, lmd.temperature, lmd.top_p, lmd.top_k, lmd.random_seed) == (True, 0.7, 0.8, 40, 1)
 
 
+def test_ignore_eos_generates_exactly_max_new_tokens(pipe, picture):
+    """What the throughput benchmarks rely on: a fixed amount of work whatever the weights say."""
+    config = GenerationConfig(max_new_tokens=12, ignore_eos=True)
+    assert config.for_transformers()["min_new_tokens"] == 12
+    assert "min_new_tokens" not in GenerationConfig(max_new_tokens=12).for_transformers()
+    reply = pipe.chat(("你好", picture), gen_config=config).response
+    assert (reply.generate_token_len, reply.finish_reason) == (12, "length")
+    pytest.importorskip("lmdeploy")
+    assert config.for_lmdeploy().ignore_eos is True and GenerationConfig().for_lmdeploy().ignore_eos is False
+
+
 def test_multi_turn_chat_keeps_the_conversation(pipe, picture):
     config = GenerationConfig(max_new_tokens=6)
     session = pipe.chat(("请描述这张图片。", picture), gen_config=config)
