@@ -16,38 +16,57 @@ LOCK_FLAGS := --python-version $(PYTHON_VERSION) --python-platform x86_64-manyli
 PARAMS ?= full
 PORT ?= 1096
 MODEL ?=
+# outputs: the notebook numbers to rerun (all when empty)
+ONLY ?=
+# OFFLINE=work_dirs/wheelhouse: set up from `make wheelhouse`'s bundle, never from the internet.
+OFFLINE ?=
+ifneq ($(OFFLINE),)
+export UV_OFFLINE := 1
+endif
+# uv's flags that take an env's packages from the bundle, e.g. $(call FROM_BUNDLE,course).
+FROM_BUNDLE = $(if $(OFFLINE),--no-index --find-links $(OFFLINE)/$(1) --find-links $(OFFLINE)/tools)
+# Offline bundles (README, "Offline install"): WHEELHOUSE_ARGS="--dry-run" or "--only addict deepspeed"
+# for a trial; wheelhouse-node needs NODE_FREEZE, the node's `python -m pip list --format=freeze`.
+WHEELHOUSE := work_dirs/wheelhouse
+WHEELHOUSE_ARGS ?=
+NODE_FREEZE ?=
+NODE_PYTHON ?= 3.12
 
-.PHONY: help setup browser course test lab demo doctor lock base clean
+.PHONY: help setup browser course outputs test lab demo doctor lock base clean wheelhouse wheelhouse-node
 
 help:
 	@echo "make course   set up what is missing, then run every notebook headless (PARAMS=smoke|full|FILE)"
 	@echo "make test     set up what is missing, then run the whole test suite"
+	@echo "make outputs  rerun the notebooks (ONLY=\"03 05\" for some) and write their cleaned outputs into notebooks/"
 	@echo "make setup    create .venv (course) and .venv-train (XTuner) from requirements/*.lock"
 	@echo "make lab      start JupyterLab with the internvl-course kernel"
 	@echo "make demo     start the gradio chat demo on 127.0.0.1:$(PORT)"
 	@echo "make doctor   check both environments, the hardware and what is built"
 	@echo "make lock     re-resolve requirements/*.lock from pyproject.toml"
+	@echo "make wheelhouse       download both envs' wheels to $(WHEELHOUSE)/ for a node without internet;"
+	@echo "                      there: make setup OFFLINE=$(WHEELHOUSE)"
+	@echo "make wheelhouse-node  only what a GPU node with its own torch lacks (NODE_FREEZE=its pip freeze)"
 	@echo "make base     retrain the tiny model's talking base, data/tiny_base (about 5 CPU minutes)"
 
 # uv lives in its own small venv under work_dirs/, so setup needs nothing but Python 3.11.
 $(UV):
 	python$(PYTHON_VERSION) -m venv $(TOOLS) || python3 -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check $(if $(OFFLINE),--no-index --find-links $(OFFLINE)/tools) uv==$(UV_VERSION)
 
 # Each env is stamped with the lock it was made from; a changed lock or pyproject.toml rebuilds it.
 .venv/.installed: requirements/course.lock pyproject.toml | $(UV)
 	@echo "Setting up the course env (.venv/) from requirements/course.lock ..."
 	$(UV) venv --quiet --allow-existing --python $(PYTHON_VERSION) .venv
-	VIRTUAL_ENV=.venv $(UV) pip sync --quiet requirements/course.lock
-	$(UV) pip install --quiet --python $(COURSE_PY) --no-deps -e .
+	VIRTUAL_ENV=.venv $(UV) pip sync --quiet $(call FROM_BUNDLE,course) requirements/course.lock
+	$(UV) pip install --quiet --python $(COURSE_PY) --no-deps $(call FROM_BUNDLE,course) -e .
 	$(COURSE_PY) -m ipykernel install --sys-prefix --name internvl-course --display-name "Python (internvl-course)" >/dev/null
 	cp requirements/course.lock $@
 
 .venv-train/.installed: requirements/train.lock pyproject.toml | $(UV)
 	@echo "Setting up the train env (.venv-train/) from requirements/train.lock ..."
 	$(UV) venv --quiet --allow-existing --python $(PYTHON_VERSION) .venv-train
-	VIRTUAL_ENV=.venv-train $(UV) pip sync --quiet requirements/train.lock
-	$(UV) pip install --quiet --python $(TRAIN_PY) --no-deps -e .
+	VIRTUAL_ENV=.venv-train $(UV) pip sync --quiet $(call FROM_BUNDLE,train) requirements/train.lock
+	$(UV) pip install --quiet --python $(TRAIN_PY) --no-deps $(call FROM_BUNDLE,train) -e .
 	cp requirements/train.lock $@
 
 # The embedded tiny InternVL2, rebuilt when the code or the shipped base weights that make it change.
@@ -71,6 +90,10 @@ setup: .venv/.installed .venv-train/.installed $(TINY_MODEL) browser
 course: setup
 	$(COURSE_PY) -m internvl_course.cli run --params $(PARAMS)
 
+# The outputs committed in notebooks/: a sequential run with the full defaults on a fresh work_dirs.
+outputs: setup
+	$(COURSE_PY) -m internvl_course.cli outputs $(foreach n,$(ONLY),--only $(n))
+
 test: setup
 	$(TRAIN_PY) -m pytest -q -m train_env -p no:cacheprovider
 	$(COURSE_PY) -m pytest
@@ -91,6 +114,13 @@ lock: | $(UV)
 # Same seed, same bytes: running this on an unchanged kit leaves git status clean.
 base: .venv/.installed
 	$(COURSE_PY) -m internvl_course.pretrain
+
+wheelhouse: | $(UV)
+	$(TOOLS)/bin/python -m internvl_course.wheelhouse full --out $(WHEELHOUSE) --uv $(UV) --uv-version $(UV_VERSION) $(WHEELHOUSE_ARGS)
+
+wheelhouse-node: | $(UV)
+	@test -n "$(NODE_FREEZE)" || { echo "usage: make wheelhouse-node NODE_FREEZE=freeze.txt [NODE_PYTHON=3.12], freeze.txt being the node's \`python -m pip list --format=freeze\`"; exit 2; }
+	$(TOOLS)/bin/python -m internvl_course.wheelhouse node --out $(WHEELHOUSE)/node --have $(NODE_FREEZE) --python-version $(NODE_PYTHON) $(WHEELHOUSE_ARGS)
 
 clean:
 	rm -rf work_dirs/runs work_dirs/pytest

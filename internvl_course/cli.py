@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="'smoke' (small and fast), 'full' (the notebooks' own defaults) or a YAML/JSON file")
     run.add_argument("--out", default=None, help="output folder (default work_dirs/runs/<timestamp>)")
 
+    outputs = sub.add_parser("outputs", help="run the notebooks with their defaults and commit their cleaned outputs")
+    outputs.add_argument("--only", action="append", default=[],
+                         help="notebook number(s), e.g. --only 03 (repeatable); 07 needs 06 in the same run")
+    outputs.add_argument("--cells-only", action="store_true",
+                         help="only insert the apply_params cell after each parameters cell; run nothing")
+
     demo = sub.add_parser("demo", help="the gradio chat demo (lesson 04)")
     demo.add_argument("--model", default=None, help="model directory (default: the embedded tiny model)")
     demo.add_argument("--port", type=int, default=1096)
@@ -56,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import main as run_main
 
         return run_main(only=args.only, params=args.params, out=args.out)
+    if args.command == "outputs":
+        from .outputs import main as outputs_main
+
+        return outputs_main(only=args.only, cells_only=args.cells_only)
     if args.command == "demo":
         if importlib.util.find_spec("internvl_course.demo") is None:
             print("The chat demo is not built yet: it arrives with lesson 04 (chat with LMDeploy).",

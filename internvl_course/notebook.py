@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+#: ``smoke``, ``full`` or a YAML/JSON file (the runner's ``--params``), for executors that cannot
+#: pass parameters themselves: ``pytest --nbval-lax`` runs the notebooks' own cells, nothing else.
+PARAMS_ENV = "INTERNVL_COURSE_PARAMS"
+
 
 def is_interactive() -> bool:
     """True in a notebook a person is running; False under papermill, nbconvert and plain Python.
@@ -17,3 +24,26 @@ def is_interactive() -> bool:
         return False
     kernel = getattr(get_ipython(), "kernel", None)
     return bool(getattr(kernel, "_allow_stdin", False))
+
+
+def apply_params(number: str, namespace: dict[str, Any]) -> None:
+    """Override notebook ``number``'s parameters from ``$INTERNVL_COURSE_PARAMS``; unset, do nothing.
+
+    The cell after each notebook's ``parameters`` cell calls this, so that an nbval run (which
+    cannot inject parameters as papermill does) finishes in seconds with ``smoke``. It prints what
+    it changed, so an output made with other values says so. A name that is not a parameter of the
+    notebook is an error: a typo in a parameters file must not silently run the defaults. It
+    returns nothing, so that the cell shows nothing when the variable is unset.
+    """
+    choice = os.environ.get(PARAMS_ENV, "")
+    if not choice:
+        return
+    from .runner import load_params
+
+    changes = load_params(choice).get(number, {})
+    unknown = sorted(set(changes) - set(namespace))
+    if unknown:
+        raise NameError(f"{PARAMS_ENV}={choice}: {', '.join(unknown)} not defined in notebook {number}")
+    for name, value in changes.items():
+        print(f"{PARAMS_ENV}={choice}: {name} = {value!r} (was {namespace[name]!r})")
+    namespace.update(changes)

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .fileio import atomic_write_bytes, atomic_write_text
 from .lessons import COURSE, SMOKE_PARAMS, Notebook, missing, present
-from .paths import KERNEL_NAME, work_dir
+from .notebook import PARAMS_ENV
+from .paths import KERNEL_NAME, tiny_model_dir, work_dir
 from .publish import read_published
 
 
@@ -67,6 +72,45 @@ def select(only: list[str]) -> list[Notebook]:
     return [nb for nb in chosen if nb.number in wanted]
 
 
+@contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, remove) environment variables for a block; the kernels papermill
+    starts inside it inherit them. The previous values come back afterwards."""
+    before = {name: os.environ.get(name) for name in values}
+
+    def apply(settings: dict[str, str | None]) -> None:
+        for name, value in settings.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(before)
+
+
+@contextmanager
+def fresh_work_dirs() -> Iterator[Path]:
+    """Run the course as on a fresh clone after ``make setup``: an empty ``work_dirs`` holding
+    only a copy of the embedded model, removed afterwards.
+
+    Lesson 06 resumes a finished run and 07 reads it back, so timings and committed outputs
+    made in the usual ``work_dirs`` would depend on what earlier runs left there; a student's
+    own checkpoints are never touched either.
+    """
+    model = tiny_model_dir()
+    if not (model / "config.json").is_file():
+        raise SystemExit(f"no embedded model at {model}: run `make setup` (or `internvl-course build`) first")
+    with tempfile.TemporaryDirectory(prefix=".fresh-", dir=work_dir()) as folder:
+        root = Path(folder).resolve()
+        shutil.copytree(model, root / "models" / model.name)
+        with environment(INTERNVL_COURSE_WORK_DIRS=str(root)):
+            yield root
+
+
 def _save_figures(executed: Any, nb: Notebook, figures_dir: Path) -> list[str]:
     saved = []
     for index, cell in enumerate(executed.cells):
@@ -91,8 +135,9 @@ def run_notebook(nb: Notebook, parameters: dict[str, Any], out_dir: Path,
     error = ""
     try:
         source = nb.path(source_dir)
-        pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
-                            cwd=str(source.parent), progress_bar=False)
+        with environment(**{PARAMS_ENV: None}):  # these parameters, not a variable left in the shell
+            pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
+                                cwd=str(source.parent), progress_bar=False)
     except pm.PapermillExecutionError as err:
         error = f"{nb.filename} failed in cell {err.cell_index} (execution count {err.exec_count}): {err.ename}: {err.evalue}"
     except Exception as err:  # the kernel died, a missing kernel, a bad notebook file ...

@@ -1,10 +1,15 @@
-"""Lessons 1-3 run headless with their smoke parameters and publish the numbers the lessons teach."""
+"""Lessons 1-4 run headless with their smoke parameters and publish the numbers the lessons teach.
+
+Lesson 00 runs in tests/test_runner.py (through the ``internvl-course run`` command), 05 in
+test_food_notebook.py, 06 and 07 in test_finetune_notebooks.py.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from internvl_course import lessons, preprocess
 from internvl_course.runner import NotebookResult, run_notebook
@@ -18,13 +23,13 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("lessons")
     results: dict[str, NotebookResult] = {}
 
-    def execute(number: str) -> NotebookResult:
+    def execute(number: str, figures: int = 4) -> NotebookResult:
         if number not in results:
             notebook = next(nb for nb in lessons.COURSE if nb.number == number)
             results[number] = run_notebook(notebook, lessons.SMOKE_PARAMS[number], out)
         result = results[number]
         assert result.status == "ok", result.error
-        assert len(result.figures) >= 4, f"{result.notebook}: expected real figures, got {result.figures}"
+        assert len(result.figures) >= figures, f"{result.notebook}: expected real figures, got {result.figures}"
         for figure in result.figures:
             assert (out / figure).read_bytes().startswith(b"\x89PNG")
         return result
@@ -73,7 +78,25 @@ def test_03_dynamic_resolution(run):
     assert published["v1_is_transpose_of_v2"] is True
 
 
-def test_smoke_parameters_cover_lessons_1_to_3():
-    for number in ("01", "02", "03"):
+def test_04_chat(run):
+    from internvl_course.demo import example_pictures
+
+    published = run("04", figures=1).published  # the dish it asks about
+    smoke = lessons.SMOKE_PARAMS["04"]
+    if not torch.cuda.is_available():
+        assert published["backend"] == "transformers"
+    assert 1 <= published["first_reply_tokens"] <= smoke["max_new_tokens"]
+    assert published["turns"] == 3
+    assert published["distinct_greedy_replies"] == 1  # greedy: the same reply every time
+    assert 1 <= published["distinct_sampled_replies"] <= smoke["repeats"]
+    assert published["same_seed_same_reply"] is True
+    assert published["tutorial_config_samples"] is False  # the tutorial's config silently decodes greedily
+    assert published["batch_size"] == len(example_pictures()) + 1 == len(published["batch_reply_tokens"])
+    assert all(1 <= n <= smoke["max_new_tokens"] for n in published["batch_reply_tokens"])
+    assert published["api_server_used"] is False and published["demo_launched"] is False  # headless
+
+
+def test_smoke_parameters_cover_lessons_1_to_4():
+    for number in ("01", "02", "03", "04"):
         assert lessons.SMOKE_PARAMS[number], number
         assert Path(next(nb for nb in lessons.COURSE if nb.number == number).path()).exists()

@@ -44,3 +44,54 @@ def test_smoke_params_only_name_real_parameters():
                       if "parameters" in c.metadata.get("tags", []))
         assigned = {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for t in node.targets}
         assert set(params) <= assigned, f"{nb.filename}: smoke params {set(params) - assigned} are not parameters"
+
+
+def _code(path):
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_progress_bars_suit_a_headless_run(path):
+    """tqdm.auto (a widget in JupyterLab, text elsewhere) or the kit's own bars, which use it:
+    never plain tqdm (a wall of stderr lines in a notebook) nor tqdm.notebook (breaks without widgets)."""
+    for source in _code(path):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tqdm":
+                assert node.module == "tqdm.auto", f"{path.name}: from {node.module} import ...; use tqdm.auto"
+            if isinstance(node, ast.Import):
+                bad = [a.name for a in node.names if a.name.split(".")[0] == "tqdm" and a.name != "tqdm.auto"]
+                assert not bad, f"{path.name}: import {bad[0]}; use tqdm.auto"
+
+
+#: A hub id as the first argument of a loader: the kit never downloads weights or data.
+HUB_DOWNLOAD = re.compile(r"(from_pretrained|pipeline|snapshot_download|hf_hub_download|load_dataset)\(\s*"
+                          r"[\"'][\w.-]+/[\w.-]+[\"']")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_hub_downloads(path):
+    for source in _code(path):
+        assert not HUB_DOWNLOAD.search(source), f"{path.name}: {HUB_DOWNLOAD.search(source).group(0)}"
+        assert "huggingface_hub" not in source, f"{path.name} imports huggingface_hub"
+
+
+def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_widgets_and_demos_start_only_when_interactive(path):
+    """A headless run has nobody to use a widget or a demo server (and a server would never stop)."""
+    for source in _code(path):
+        tree = ast.parse(source)
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        starts = [n for n in ast.walk(tree)
+                  if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "launch")
+                  or (isinstance(n, (ast.Import, ast.ImportFrom)) and "ipywidgets" in ast.unparse(n))]
+        for node in starts:
+            assert "is_interactive()" in source and _guarded(node, parents), (
+                f"{path.name}: `{ast.unparse(node)[:60]}` must sit under an if that follows notebook.is_interactive()")
