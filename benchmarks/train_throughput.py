@@ -204,9 +204,10 @@ def measure(preset: str, model: Path, data: tuple[Path, Path], size: tuple[int, 
     from internvl_course import finetune, training
     from internvl_course.preprocess import num_tiles
 
-    shape = model_shape(model, finetune.PRESETS[preset]["lora_r"])
-    settings = finetune.settings_for(preset, model_path=model, data_path=data[0], image_folder=data[1],
-                                     max_iters=iters)
+    config = finetune.write_config(root / f"{preset}.py", preset, model_path=model, data_path=data[0],
+                                   image_folder=data[1], max_iters=iters, save_steps=iters, log_interval=1)
+    settings = finetune.read_settings(config)
+    shape = model_shape(model, settings["lora_r"])
     model_config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     max_tiles = settings["max_dynamic_patch"] or model_config["max_dynamic_patch"]
     tiles = num_tiles(*size, min_num=model_config.get("min_dynamic_patch", 1), max_num=max_tiles,
@@ -217,8 +218,6 @@ def measure(preset: str, model: Path, data: tuple[Path, Path], size: tuple[int, 
         raise SystemExit(f"{size[0]}x{size[1]} pictures make samples of {tokens:.0f} tokens ({tiles} tiles), above "
                          f"preset {preset!r}'s max_length {settings['max_length']}: XTuner would cut image tokens. "
                          "Use a smaller --size.")
-    config = finetune.write_config(root / f"{preset}.py", preset, model_path=model, data_path=data[0],
-                                   image_folder=data[1], max_iters=iters, save_steps=iters, log_interval=1)
     run = training.train(config, root / preset, resume=False, echo=False)  # a measurement never resumes
     records = training.parse_logs(root / preset)
     times = [r["time"] for r in records[3:]] or [r["time"] for r in records]

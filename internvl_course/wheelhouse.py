@@ -38,7 +38,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from .paths import repo_root
+from .paths import TRAIN_ENV_NAME, env_python, repo_root
 
 ENVS = ("course", "train")
 #: The locks' packages published only as source archives (DeepSpeed: FACTS.md section 1; both are
@@ -74,6 +74,11 @@ def read_pins(text: str) -> dict[str, str]:
         if match:
             pins[normalize(match[1])] = match[2]
     return pins
+
+
+def lock_pins(env: str) -> dict[str, str]:
+    """The pins of ``requirements/<env>.lock``."""
+    return read_pins((repo_root() / "requirements" / f"{env}.lock").read_text(encoding="utf-8"))
 
 
 def replacements(env: str, pyproject: str) -> frozenset[str]:
@@ -171,8 +176,7 @@ def _only(pins: dict[str, str], only: list[str] | None) -> dict[str, str]:
 def build_full(out: Path, python_version: str, glibc: str, uv: str, uv_version: str, build_python: Path,
                only: list[str] | None, dry_run: bool) -> None:
     """Every pin of both locks, the sdists built where possible, plus uv and setuptools in ``tools``."""
-    root = repo_root()
-    locks = {env: read_pins((root / "requirements" / f"{env}.lock").read_text(encoding="utf-8")) for env in ENVS}
+    locks = {env: lock_pins(env) for env in ENVS}
     tools = {"uv": uv_version, "setuptools": locks["train"]["setuptools"]}  # setuptools: the kit's build backend
     for folder, pins in [*((env, locks[env]) for env in ENVS), ("tools", tools)]:
         pins = _only(pins, only)
@@ -195,15 +199,13 @@ def build_full(out: Path, python_version: str, glibc: str, uv: str, uv_version: 
 def build_node(out: Path, have_file: Path, python_version: str, glibc: str, only: list[str] | None,
                dry_run: bool) -> None:
     """What a node with its own Python, torch and CUDA lacks, per env; TurboMind cut from LMDeploy."""
-    root = repo_root()
     have = read_pins(have_file.read_text(encoding="utf-8"))
     if not have:
         raise SystemExit(f"{have_file} lists no packages: give the output of `python -m pip list --format=freeze` "
                          "run with the node's Python")
-    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = (repo_root() / "pyproject.toml").read_text(encoding="utf-8")
     for env in ENVS:
-        lock = read_pins((root / "requirements" / f"{env}.lock").read_text(encoding="utf-8"))
-        pins = _only(node_subset(lock, have, replacements(env, pyproject)), only)
+        pins = _only(node_subset(lock_pins(env), have, replacements(env, pyproject)), only)
         print(f"{env}: {len(pins)} packages the node lacks -> {out / env}: "
               + " ".join(f"{n}=={v}" for n, v in sorted(pins.items())), flush=True)
         for command in download_commands(pins, out / env, python_version, glibc):
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["full"].add_argument("--uv", default="uv", help="the uv that builds sdists")
     sub.choices["full"].add_argument("--uv-version", required=True, help="the uv to bundle (the Makefile's)")
     sub.choices["full"].add_argument("--build-python", type=Path,
-                                     default=repo_root() / ".venv-train" / "bin" / "python",
+                                     default=env_python(TRAIN_ENV_NAME),
                                      help="Python whose torch builds DeepSpeed's wheel (default: the train env)")
     sub.choices["node"].add_argument("--have", type=Path, required=True,
                                      help="the node's `python -m pip list --format=freeze` output")
