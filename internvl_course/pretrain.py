@@ -12,12 +12,14 @@ picture, trained the way InternVL2 itself was, in miniature (FACTS.md section 4)
 - stage 2 trains ``mlp1`` and the whole language model on multi-turn question answering
   (fine data): captions, counts, colours, shapes, tableware, yes/no and 4-choice questions.
 
-The data is generic pictures from ``scenes.render`` (shapes on a plate, tableware beside it) and
-never names a dish of ``corpus.DISHES``: the food fine-tune must start from a base that has
-never seen its answers, so that an evaluation measures what the fine-tune taught. The 4-choice
-questions use the food VQA format (the question, then "A. ..." to "D. ..." on their own lines,
-answered "B，盘子是白色的。"), so that later the format is already known and only the knowledge
-is new.
+The data is generic pictures from ``scenes.render`` (shapes on a plate, tableware beside it).
+Dish names, cuisines, ingredients and flavours appear only as words to read back from a list
+(``ask_read_option``), never beside a picture of a dish: like a real LLM, the base knows the
+words, but nothing ties a name to a look, so the food fine-tune starts from no knowledge of the
+dishes and an evaluation measures what the fine-tune taught. The 4-choice questions use the
+food VQA format (the question, then "A. ..." to "D. ..." on their own lines, answered with the
+option and a sentence, "白色，盘子是白色的。"), so that later the format is already known and
+only the knowledge is new.
 
 Every sample is the exact prompt ``model.chat()`` builds (system message, ``<img>`` + 256
 ``<IMG_CONTEXT>`` + ``</img>\\n`` + question, internlm2-chat turns) and the loss falls on the
@@ -44,7 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .corpus import COLOURS, NUMBERS, SHAPES, TABLEWARE
+from .corpus import COLOURS, CUISINES, DISHES, FLAVOURS, INGREDIENTS, NUMBERS, SHAPES, TABLEWARE
 from .fileio import atomic_write_bytes
 from .modelcode.conversation import get_conv_template
 from .preprocess import IMAGE_SIZE, build_transform
@@ -369,6 +371,31 @@ def ask_has_piece(scene: TableScene, rng: random.Random, lang: str) -> Question:
     return Question(f"Is there {_a(colour)} {shape} in the image?", f"No, there is no {colour} {shape} in the image.")
 
 
+# The words the food questions offer as options: dish names, cuisines, ingredients, flavours.
+# InternVL2's language model has read them all; the tiny one has not, and a word it never read
+# is a row of random numbers that LoRA (which leaves the embeddings alone) cannot fix. So the
+# base reads them here, in option lists it is asked to read back ("选项C是什么？"), one group
+# per question as the food questions do, and never beside a picture of a dish: it learns the
+# words, not what any dish looks like, which stays the fine-tune's job.
+READING_WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "zh": (tuple(d.zh for d in DISHES), tuple(CUISINES), tuple(INGREDIENTS), tuple(FLAVOURS)),
+    "en": (tuple(d.en for d in DISHES), tuple(CUISINES.values()), tuple(INGREDIENTS.values()), tuple(FLAVOURS.values())),
+}
+READ_STEM = {"zh": "选项{letter}是什么？", "en": "What is option {letter}?"}
+
+
+def ask_read_option(scene: TableScene, rng: random.Random, lang: str) -> Question:
+    """Read back one option of a list of food words; the answer is in the text, not the picture."""
+    words = rng.sample(rng.choice(READING_WORDS[lang]), 4)
+    at = rng.randrange(4)
+    lines = [READ_STEM[lang].format(letter=LETTERS[at])] + [f"{LETTERS[i]}. {w}" for i, w in enumerate(words)]
+    if lang == "zh":
+        answer = f"{words[at]}，选项{LETTERS[at]}是{words[at]}。"
+    else:
+        answer = f"{words[at]}, option {LETTERS[at]} is {words[at]}."
+    return Question("\n".join(lines), answer)
+
+
 @dataclass(frozen=True)
 class Mix:
     """Which questions a conversation asks (kinds with relative weights, and perhaps one kind it
@@ -394,7 +421,7 @@ LOOK = Mix(((ask_container_colour, 4), (ask_shape_colour, 1)), max_turns=1, mult
 # VQA's 4-choice format included.
 TALK = Mix(((ask_describe, 4), (ask_count, 3), (ask_total, 1), (ask_shape_colour, 3), (ask_colour_shape, 2),
             (ask_container_colour, 3), (ask_container, 1), (ask_tableware, 2), (ask_has_ware, 2),
-            (ask_has_piece, 2)), max_turns=4, multiple_choice=0.35)
+            (ask_has_piece, 2), (ask_read_option, 2)), max_turns=4, multiple_choice=0.35)
 LETTERS = "ABCD"
 # The stem InternVL would see for "which of these is on the table", not the yes/no one.
 WARE_STEM = {"zh": "桌上有下面哪种餐具？", "en": "Which of these is on the table?"}
@@ -402,15 +429,16 @@ WARE_STEM = {"zh": "桌上有下面哪种餐具？", "en": "Which of these is on
 
 def as_multiple_choice(question: Question, rng: random.Random, lang: str, stem: str | None = None) -> Question:
     """The food VQA format: the question, then "A. ..." to "D. ..." lines; the answer is the
-    letter, a comma and the sentence ("B，盘子是白色的。" / "B, the plate is white.")."""
+    right option's text, a comma and the sentence ("白色，盘子是白色的。" / "white, the plate is
+    white."), the shape of the kit's food answers ("宫保鸡丁，图中的菜是宫保鸡丁")."""
     options = [question.choices[0], *rng.sample(question.choices[1:], 3)]
     right = rng.randrange(4)
     options[0], options[right] = options[right], options[0]
     lines = [stem or question.text] + [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
     if lang == "zh":
-        answer = f"{LETTERS[right]}，{question.answer}"
+        answer = f"{options[right]}，{question.answer}"
     else:
-        answer = f"{LETTERS[right]}, {question.answer[0].lower()}{question.answer[1:]}"
+        answer = f"{options[right]}, {question.answer[0].lower()}{question.answer[1:]}"
     return Question("\n".join(lines), answer)
 
 

@@ -44,7 +44,7 @@ def test_merged_weights_are_base_plus_scaled_lora(converted, tiny_model):
     result, checkpoint = converted
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     meta = saved["meta"]["cfg"]
-    assert "r=8" in meta and "lora_alpha=16" in meta  # cpu-tiny: scale 2
+    assert "r=32" in meta and "lora_alpha=64" in meta  # cpu-tiny: scale 2
     prefix = "model.language_model.base_model.model.model.layers.1.attention.wqkv"
     a = saved["state_dict"][f"{prefix}.lora_A.default.weight"].float()
     b = saved["state_dict"][f"{prefix}.lora_B.default.weight"].float()
