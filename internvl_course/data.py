@@ -42,8 +42,11 @@ from .fileio import atomic_directory, atomic_write_bytes, atomic_write_text
 from .food import FOOD_DISHES, draw_dish
 from .paths import food_data_dir
 
-#: Pictures per dish in each split, in the order the splits are built.
-SPLITS: dict[str, int] = {"train": 10, "validation": 2, "test": 4}
+#: Pictures per dish in each split, in the order the splits are built. Thirty a dish to train on:
+#: with ten, a linear probe of the tiny base's vision features named 79 % of held-out dishes,
+#: with twenty 90 %, with forty 94 %; the pictures, not the epochs, are what a tiny model
+#: generalises from.
+SPLITS: dict[str, int] = {"train": 30, "validation": 2, "test": 4}
 IMAGE_SIZE = 448  # one InternVL2 tile: the model sees the picture as drawn
 JPEG_QUALITY = 85
 LETTERS = "ABCD"

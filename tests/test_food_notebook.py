@@ -20,7 +20,7 @@ def test_lesson_05_runs_and_publishes_its_numbers(tiny_model, tmp_path):
     assert published["dishes"] == len(FOOD_DISHES) >= 12
     assert published["dataset_pictures"] == per_dish * len(FOOD_DISHES)
     assert published["dataset_questions"] == 4 * per_dish * len(FOOD_DISHES)
-    assert 0 < published["dataset_megabytes"] < 10
+    assert 0 < published["dataset_megabytes"] < 20  # small enough to ship in the repo (30 training pictures a dish)
     assert published["validation_problems"] == 0
     assert published["evaluated_questions"] == 4 * params["max_images"]
     assert published["open_questions"] == params["max_images"]
