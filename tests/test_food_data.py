@@ -84,7 +84,7 @@ def test_shipped_pictures_are_what_the_code_draws():
 
 def test_shipped_dataset_is_small_and_has_no_problems():
     assert data.main(["check"]) == 0
-    assert data.statistics(ROOT)["megabytes"] < 10
+    assert data.statistics(ROOT)["megabytes"] < 20  # 864 pictures: small enough to ship in the repo
 
 
 def test_splits_share_no_picture_by_name_seed_or_content():
