@@ -47,6 +47,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .corpus import COLOURS, CUISINES, DISHES, FLAVOURS, INGREDIENTS, NUMBERS, SHAPES, TABLEWARE
+from .data import LETTERS
+from .data import options as option_lines
 from .fileio import atomic_write_bytes
 from .modelcode.conversation import get_conv_template
 from .preprocess import IMAGE_SIZE, build_transform
@@ -371,6 +373,14 @@ def ask_has_piece(scene: TableScene, rng: random.Random, lang: str) -> Question:
     return Question(f"Is there {_a(colour)} {shape} in the image?", f"No, there is no {colour} {shape} in the image.")
 
 
+def with_option(option: str, sentence: str, lang: str) -> str:
+    """The shape of every 4-choice answer: the option, a comma, the sentence ("白色，盘子是白色的。"
+    / "white, the plate is white.")."""
+    if lang == "zh":
+        return f"{option}，{sentence}"
+    return f"{option}, {sentence[0].lower()}{sentence[1:]}"
+
+
 # The words the food questions offer as options: dish names, cuisines, ingredients, flavours.
 # InternVL2's language model has read them all; the tiny one has not, and a word it never read
 # is a row of random numbers that LoRA (which leaves the embeddings alone) cannot fix. So the
@@ -388,12 +398,10 @@ def ask_read_option(scene: TableScene, rng: random.Random, lang: str) -> Questio
     """Read back one option of a list of food words; the answer is in the text, not the picture."""
     words = rng.sample(rng.choice(READING_WORDS[lang]), 4)
     at = rng.randrange(4)
-    lines = [READ_STEM[lang].format(letter=LETTERS[at])] + [f"{LETTERS[i]}. {w}" for i, w in enumerate(words)]
-    if lang == "zh":
-        answer = f"{words[at]}，选项{LETTERS[at]}是{words[at]}。"
-    else:
-        answer = f"{words[at]}, option {LETTERS[at]} is {words[at]}."
-    return Question("\n".join(lines), answer)
+    letter = LETTERS[at]
+    sentence = f"选项{letter}是{words[at]}。" if lang == "zh" else f"Option {letter} is {words[at]}."
+    return Question("\n".join([READ_STEM[lang].format(letter=letter), *option_lines(words)]),
+                    with_option(words[at], sentence, lang))
 
 
 @dataclass(frozen=True)
@@ -422,7 +430,6 @@ LOOK = Mix(((ask_container_colour, 4), (ask_shape_colour, 1)), max_turns=1, mult
 TALK = Mix(((ask_describe, 4), (ask_count, 3), (ask_total, 1), (ask_shape_colour, 3), (ask_colour_shape, 2),
             (ask_container_colour, 3), (ask_container, 1), (ask_tableware, 2), (ask_has_ware, 2),
             (ask_has_piece, 2), (ask_read_option, 2)), max_turns=4, multiple_choice=0.35)
-LETTERS = "ABCD"
 # The stem InternVL would see for "which of these is on the table", not the yes/no one.
 WARE_STEM = {"zh": "桌上有下面哪种餐具？", "en": "Which of these is on the table?"}
 
@@ -434,12 +441,9 @@ def as_multiple_choice(question: Question, rng: random.Random, lang: str, stem: 
     options = [question.choices[0], *rng.sample(question.choices[1:], 3)]
     right = rng.randrange(4)
     options[0], options[right] = options[right], options[0]
-    lines = [stem or question.text] + [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
-    if lang == "zh":
-        answer = f"{options[right]}，{question.answer}"
-    else:
-        answer = f"{options[right]}, {question.answer[0].lower()}{question.answer[1:]}"
-    return Question("\n".join(lines), answer)
+    return Question("\n".join([stem or question.text, *option_lines(options)]),
+                    with_option(options[right], question.answer, lang))
+
 
 
 def ask(kind: Ask, scene: TableScene, rng: random.Random, lang: str, multiple_choice: float) -> Question | None:
