@@ -35,6 +35,9 @@ def test_the_tutorials_256_samples_end_at_iter_640(tmp_path):
 def test_cpu_preset_uses_what_a_cpu_needs(data):
     s = finetune.settings_for("cpu-tiny", **data)
     assert s["amp"] is False and s["dist_backend"] == "gloo" and s["dataloader_num_workers"] == 0
+    assert s["lora_dropout"] == 0.0  # its random masks cost a quarter of a CPU step
+    # 2.5 passes over 10 samples in batches of 8: 2 batches an epoch, 5 iterations (a whole number).
+    assert (s["max_epochs"], s["max_iters"]) == (2.5, 5)
 
 
 @pytest.mark.parametrize("max_iters", [4, 10, 640])
