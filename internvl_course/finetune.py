@@ -74,7 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "24gb": {**_BASE, "batch_size": 1, "accumulative_counts": 8, "max_dynamic_patch": 6, "max_epochs": 10,
              "lr": 3e-5, "save_steps": 256, "save_total_limit": 2},
     # The embedded tiny model on a CPU: batches of 8 (a CPU does 8 samples a step in far less
-    # than 4 times the time of 2), 2 passes over the 2880 samples and a rank-32 LoRA at 2e-3
+    # than 4 times the time of 2), 2.5 passes over the 2880 samples and a rank-32 LoRA at 2e-3
     # (3e-3 and 4e-3 diverged). On a 3-layer, 128-wide LLM, rank 8 at 1e-3 barely moved the
     # answers (held-out dish accuracy at chance); lesson 07 shows what this recipe reaches. No
     # LoRA dropout: drawing its random masks took a quarter of every CPU step (profiled), and
