@@ -57,6 +57,8 @@ _BASE: dict[str, Any] = {
     "freeze_llm": True,
     "freeze_visual_encoder": True,
     "quantization_llm": False,
+    "activation_checkpointing": True,  # XTuner's own choice: recompute the LLM's activations
+    "trainable_fp32": False,  # mlp1 in float32 (DeepSpeed keeps float32 master weights itself)
     "amp": True,  # fp16 AMP on a GPU; a CPU trains in the model's dtype
     "dist_backend": "nccl",
     "gpus": None,  # GPUs per node; None: 1 with CUDA, else the CPU (training.default_gpus)
@@ -85,7 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-tiny": {**_BASE, "max_length": 2048, "batch_size": 8, "accumulative_counts": 1,
                  "dataloader_num_workers": 0, "max_epochs": 2.5, "lr": 2e-3,
                  "save_steps": 40, "save_total_limit": 2, "save_optimizer": True, "lora_r": 32, "lora_alpha": 64,
-                 "lora_dropout": 0.0, "amp": False, "dist_backend": "gloo", "log_interval": 1},
+                 "lora_dropout": 0.0, "activation_checkpointing": False, "trainable_fp32": True, "amp": False, "dist_backend": "gloo", "log_interval": 1},
 }
 
 # What each setting does, for the table lesson 06 shows (FACTS.md sections 2 and 5).
@@ -114,6 +116,8 @@ EXPLAIN: dict[str, str] = {
     "freeze_llm": "keep the LLM's own weights fixed (LoRA and mlp1 still train)",
     "freeze_visual_encoder": "keep InternViT fixed",
     "quantization_llm": "load the LLM in 4 bits (QLoRA, bitsandbytes): less memory, slower steps",
+    "activation_checkpointing": "recompute the LLM's activations in the backward pass: less memory, slower steps",
+    "trainable_fp32": "train mlp1 in float32 rather than bfloat16 (a plain optimizer rounds small bf16 updates away)",
     "amp": "fp16 mixed precision on a GPU (DeepSpeed runs use its own bf16/fp16 setting)",
     "dist_backend": "how processes talk: nccl on GPUs, gloo on a CPU",
     "gpus": "GPUs per node that training.train starts (ZeRO-2 data parallel: the effective batch is "
@@ -147,11 +151,10 @@ from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, L
 from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR, OptimWrapper
 from peft import LoraConfig
 from torch.optim import AdamW
-from internvl_course.xtuner_launch import internvl_dataset
+from internvl_course.xtuner_launch import internvl_dataset, internvl_model
 from xtuner.dataset.collate_fns import default_collate_fn
 from xtuner.dataset.samplers import LengthGroupedSampler
 from xtuner.engine.runner import TrainLoop
-from xtuner.model import InternVL_V1_5
 from xtuner.utils import PROMPT_TEMPLATE
 
 settings = {settings!r}
@@ -159,8 +162,10 @@ path = settings["model_path"]
 prompt_template = PROMPT_TEMPLATE.internlm2_chat
 
 model = dict(
-    type=InternVL_V1_5,
+    type=internvl_model,
     model_path=path,
+    activation_checkpointing=settings["activation_checkpointing"],
+    trainable_fp32=settings["trainable_fp32"],
     freeze_llm=settings["freeze_llm"],
     freeze_visual_encoder=settings["freeze_visual_encoder"],
     quantization_llm=settings["quantization_llm"],

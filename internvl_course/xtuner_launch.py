@@ -38,6 +38,29 @@ def init_cpu_process_group() -> None:
         dist.init_process_group(backend="gloo", rank=0, world_size=1)
 
 
+def internvl_model(activation_checkpointing: bool = True, trainable_fp32: bool = False, **kwargs):
+    """XTuner's ``InternVL_V1_5`` model, with two switches a CPU run needs.
+
+    - ``trainable_fp32``: XTuner loads InternVL in bfloat16 and PEFT lifts only the LLM to
+      float32, so ``mlp1`` trains in bfloat16. On a GPU DeepSpeed keeps float32 master weights;
+      a CPU's plain ``OptimWrapper`` updates the bfloat16 weights themselves, where a step under
+      about 1/256 of a weight rounds away (the late, small learning rates of a cosine schedule).
+      So ``mlp1`` becomes float32, and its bfloat16 input from the frozen ViT is cast on the way in.
+    - ``activation_checkpointing``: XTuner always recomputes the LLM's activations in the
+      backward pass, trading time for GPU memory; the tiny model's activations are a few MB, and
+      on 2 CPU cores the recomputation was a sixth of every step (profiled).
+    """
+    from xtuner.model import InternVL_V1_5
+
+    model = InternVL_V1_5(**kwargs)
+    if trainable_fp32:
+        mlp1 = model.model.mlp1.float()
+        mlp1.register_forward_pre_hook(lambda _module, args: tuple(a.float() for a in args))
+    if not activation_checkpointing:
+        model.gradient_checkpointing_disable()
+    return model
+
+
 def internvl_dataset(max_dynamic_patch: int | None = None, **kwargs):
     """XTuner's ``InternVL_V1_5_Dataset``, with at most ``max_dynamic_patch`` tiles a picture.
 

@@ -23,6 +23,8 @@ def test_tutorial_preset_is_the_tutorials_run(data):
     assert (s["batch_size"], s["max_epochs"], s["lr"], s["save_steps"], s["save_total_limit"]) == (4, 10, 3e-5, 64, -1)
     assert (s["lora_r"], s["lora_alpha"], s["lora_dropout"], s["accumulative_counts"]) == (128, 256, 0.05, 2)
     assert s["max_iters"] == 10 * 3  # 10 epochs x ceil(10 samples / batch 4)
+    # On a GPU the model is XTuner's own: checkpointed activations, DeepSpeed's float32 master weights.
+    assert s["activation_checkpointing"] is True and s["trainable_fp32"] is False
 
 
 def test_the_tutorials_256_samples_end_at_iter_640(tmp_path):
@@ -36,6 +38,8 @@ def test_cpu_preset_uses_what_a_cpu_needs(data):
     s = finetune.settings_for("cpu-tiny", **data)
     assert s["amp"] is False and s["dist_backend"] == "gloo" and s["dataloader_num_workers"] == 0
     assert s["lora_dropout"] == 0.0  # its random masks cost a quarter of a CPU step
+    # mlp1 in float32 (no DeepSpeed master copy on a CPU) and no recomputed activations.
+    assert s["trainable_fp32"] is True and s["activation_checkpointing"] is False
     # 2.5 passes over 10 samples in batches of 8: 2 batches an epoch, 5 iterations (a whole number).
     assert (s["max_epochs"], s["max_iters"]) == (2.5, 5)
 
