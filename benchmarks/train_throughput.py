@@ -34,7 +34,7 @@ tokens from ``tiles`` tiles, a multiply-add being 2 FLOPs:
   mask computes the full square).
 
 Not counted: norms, activations, softmax, rotary embeddings, the optimizer, and the LLM's
-forward pass recomputed by activation checkpointing (XTuner always turns it on), which
+forward pass recomputed by activation checkpointing (XTuner turns it on; the GPU presets keep it), which
 is real work (about 2 x N_llm x T more) but not model FLOPs: the hardware does more than MFU says.
 
 With ``--convert`` the last preset's checkpoint is merged by ``internvl_course.convert`` (on the
