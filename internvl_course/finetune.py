@@ -89,7 +89,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-tiny": {**_BASE, "max_length": 2048, "batch_size": 8, "accumulative_counts": 1,
                  "dataloader_num_workers": 0, "max_epochs": 2.5, "lr": 2e-3,
                  "save_steps": 40, "save_total_limit": 2, "save_optimizer": True, "lora_r": 32, "lora_alpha": 64,
-                 "lora_dropout": 0.0, "activation_checkpointing": False, "trainable_fp32": True, "amp": False, "dist_backend": "gloo", "log_interval": 1},
+                 "lora_dropout": 0.0, "activation_checkpointing": False, "trainable_fp32": True, "amp": False,
+                 "dist_backend": "gloo", "log_interval": 1},
 }
 
 # What each setting does, for the table lesson 06 shows (FACTS.md sections 2 and 5).
