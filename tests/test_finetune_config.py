@@ -40,6 +40,7 @@ def test_cpu_preset_uses_what_a_cpu_needs(data):
     assert s["lora_dropout"] == 0.0  # its random masks cost a quarter of a CPU step
     # mlp1 in float32 (no DeepSpeed master copy on a CPU) and no recomputed activations.
     assert s["trainable_fp32"] is True and s["activation_checkpointing"] is False
+    assert s["group_by_length"] is False
     # 2.5 passes over 10 samples in batches of 8: 2 batches an epoch, 5 iterations (a whole number).
     assert (s["max_epochs"], s["max_iters"]) == (2.5, 5)
 
@@ -66,6 +67,22 @@ def test_learning_rate_reaches_its_peak_after_warmup(data, tmp_path, max_iters):
     assert lrs[0] < 1e-3 * config.settings["lr"]  # warm-up starts near zero
     assert max(lrs) == pytest.approx(config.settings["lr"], rel=1e-6)  # and climbs all the way
     assert lrs[-1] < max(lrs)  # then decays
+
+
+@pytest.mark.parametrize(("preset", "overrides", "sampler"), [
+    ("tutorial", {}, "LengthGroupedSampler"),  # XTuner's recipe: batches of similar length
+    ("cpu-tiny", {}, "DefaultSampler"),  # equal lengths: grouping would only sort by question type
+    ("cpu-tiny", {"group_by_length": True}, "LengthGroupedSampler"),
+])
+def test_the_config_picks_the_sampler_the_settings_ask_for(data, tmp_path, preset, overrides, sampler):
+    pytest.importorskip("mmengine")
+    from mmengine.config import Config
+
+    config = Config.fromfile(str(finetune.write_config(tmp_path / "cfg.py", preset, **overrides, **data)))
+    chosen = config.train_dataloader.sampler
+    assert chosen.type.__name__ == sampler
+    if sampler == "DefaultSampler":
+        assert chosen.shuffle is True
 
 
 def test_overrides_and_rendering(data):
