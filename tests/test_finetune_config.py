@@ -45,16 +45,14 @@ def test_cpu_preset_uses_what_a_cpu_needs(data):
     assert (s["max_epochs"], s["max_iters"]) == (2.5, 5)
 
 
-@pytest.mark.parametrize("max_iters", [4, 10, 640])
-def test_learning_rate_reaches_its_peak_after_warmup(data, tmp_path, max_iters):
-    # Step mmengine's own schedulers as the rendered config builds them (train env only).
-    mmengine = pytest.importorskip("mmengine")
+def _lr_curve(config_path, max_iters):
+    """The learning rate of each iteration, stepping mmengine's own schedulers as the rendered
+    config builds them (train env only)."""
     import torch
     from mmengine.config import Config
     from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
 
-    path = finetune.write_config(tmp_path / "cfg.py", "tutorial", max_iters=max_iters, **data)
-    config = Config.fromfile(str(path))
+    config = Config.fromfile(str(config_path))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.settings["lr"])
     kinds = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR}
     schedulers = [kinds[s.pop("type").__name__](optimizer, **s) for s in map(dict, config.param_scheduler)]
@@ -64,9 +62,33 @@ def test_learning_rate_reaches_its_peak_after_warmup(data, tmp_path, max_iters):
         optimizer.step()
         for scheduler in schedulers:
             scheduler.step()
-    assert lrs[0] < 1e-3 * config.settings["lr"]  # warm-up starts near zero
-    assert max(lrs) == pytest.approx(config.settings["lr"], rel=1e-6)  # and climbs all the way
+    return config.settings["lr"], lrs
+
+
+@pytest.mark.parametrize("decay_ratio", [None, 0.2])
+@pytest.mark.parametrize("max_iters", [4, 10, 640])
+def test_learning_rate_reaches_its_peak_after_warmup(data, tmp_path, max_iters, decay_ratio):
+    pytest.importorskip("mmengine")
+    path = finetune.write_config(tmp_path / "cfg.py", "tutorial", max_iters=max_iters, decay_ratio=decay_ratio, **data)
+    peak, lrs = _lr_curve(path, max_iters)
+    assert lrs[0] < 1e-3 * peak  # warm-up starts near zero
+    assert max(lrs) == pytest.approx(peak, rel=1e-6)  # and climbs all the way
     assert lrs[-1] < max(lrs)  # then decays
+
+
+def test_warmup_stable_decay_holds_the_peak_then_falls_linearly(data, tmp_path):
+    pytest.importorskip("mmengine")
+    path = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", max_iters=900, decay_ratio=0.2, **data)
+    peak, lrs = _lr_curve(path, 900)
+    warmup = 27  # 3 % of 900
+    assert lrs[warmup] == pytest.approx(peak, rel=1e-6) and lrs[719] == pytest.approx(peak, rel=1e-6)
+    assert lrs[720] == pytest.approx(peak, rel=1e-6)  # the decay starts from the peak
+    falls = [a - b for a, b in zip(lrs[720:], lrs[721:])]
+    assert min(falls) > 0 and max(falls) == pytest.approx(min(falls), rel=1e-3)  # a straight line down
+    assert lrs[-1] < 0.01 * peak
+    # The cosine default already falls in the middle of the run.
+    cosine = finetune.write_config(tmp_path / "cos.py", "cpu-tiny", max_iters=900, **data)
+    assert _lr_curve(cosine, 900)[1][450] < 0.6 * peak
 
 
 @pytest.mark.parametrize(("preset", "overrides", "sampler"), [
@@ -95,6 +117,8 @@ def test_overrides_and_rendering(data):
     ({"preset": "huge"}, "unknown preset 'huge'; choose one of tutorial, 24gb, cpu-tiny"),
     ({"learning_rate": 1}, "unknown setting(s) learning_rate"),
     ({"max_iters": 0}, "max_iters must be at least 1"),
+    ({"decay_ratio": 0}, "decay_ratio must be None (cosine decay) or a share of the steps in (0, 1], got 0"),
+    ({"decay_ratio": 1.5}, "decay_ratio must be None"),
 ])
 def test_bad_settings_are_named(data, bad, message):
     preset = bad.pop("preset", "cpu-tiny")
