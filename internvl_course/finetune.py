@@ -49,8 +49,8 @@ _BASE: dict[str, Any] = {
     "warmup_ratio": 0.03,
     # None: cosine decay after the warm-up (XTuner's recipe). A share r of the steps: hold the peak
     # and decay linearly over the last r of them (warm-up-stable-decay, MiniCPM, Hu et al. 2024).
-    # Measured on cpu-tiny with betas (0.9, 0.99), seeds 0/1/2: r=0.2 0.906/0.875/0.948 held-out
-    # dish accuracy where cosine reached 0.896/0.896/0.844 (docs/benchmarks.md).
+    # Measured on cpu-tiny with betas (0.9, 0.99), seeds 0/1/2/3: r=0.2 0.906/0.875/0.948/0.896
+    # held-out dish accuracy where cosine reached 0.896/0.896/0.844 (seeds 0-2; docs/benchmarks.md).
     "decay_ratio": None,
     "save_steps": 1000,
     "save_total_limit": 1,
