@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py --model DIR [--presets tutorial 24gb] [--iters 20]
                                           [--size 1792x1344] [--peak-tflops T] [--json out.json]
-                                          [--convert] [--lmdeploy]
+                                          [--convert] [--lmdeploy] [--data-root DIR] [--set NAME=VALUE ...]
 
 For each preset it trains ``--iters`` iterations through ``internvl_course.training`` (torchrun
 and DeepSpeed ZeRO-2, bf16 on a GPU that supports it) on pictures of ``--size``, by default
@@ -37,6 +37,14 @@ Not counted: norms, activations, softmax, rotary embeddings, the optimizer, and 
 forward pass recomputed by activation checkpointing (XTuner turns it on; the GPU presets keep it), which
 is real work (about 2 x N_llm x T more) but not model FLOPs: the hardware does more than MFU says.
 
+``--data-root DIR`` trains on a LLaVA-format folder instead (``DIR/train_llava.json``, e.g. the
+kit's data/food, where every picture has four questions). ``--set NAME=VALUE`` (repeatable) also
+measures every preset with that one setting changed and prints the ratio of its seconds per
+iteration to the preset's own, e.g. ``--presets cpu-tiny --data-root data/food --iters 720 --set
+cache_vision_features=False``: what the vision-feature cache saves over two passes. (mmengine
+sleeps 2 s at every pass over the data, and its times are means over 10 iterations: give a
+generated dataset at least 32 iterations' worth of ``--samples``, or the median shows the sleep.)
+
 With ``--convert`` the last preset's checkpoint is merged by ``internvl_course.convert`` (on the
 GPU), and with ``--lmdeploy`` the merged model answers a question through LMDeploy's PyTorch
 engine: a check that what was trained can be served, not a measurement.
@@ -47,6 +55,7 @@ The train env is ``$INTERNVL_COURSE_TRAIN_PYTHON`` or ``.venv-train``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import statistics
@@ -57,6 +66,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from report import Column, describe, environment, format_table, parse_size, write_json
 
 WORST_CASE = (1792, 1344)
@@ -187,6 +197,14 @@ def make_data(root: Path, samples: int, size: tuple[int, int]) -> tuple[Path, Pa
     return root / "data.json", root / "img"
 
 
+def own_data(root: Path, parser: argparse.ArgumentParser) -> tuple[Path, Path]:
+    """(data_path, image_folder) of a LLaVA-format folder such as data/food, or a usage error saying what is missing."""
+    data_path = root.resolve() / "train_llava.json"
+    if not data_path.is_file():
+        parser.error(f"--data-root {root}: no train_llava.json there; point it at a folder like data/food")
+    return data_path, root.resolve()
+
+
 def text_tokens_per_sample(model: Path, data_path: Path) -> float:
     """Mean tokens of a sample's conversation text. The chat template and XTuner's system prompt (about
     30 tokens more) are not counted, as in the first measurement, so the figures stay comparable."""
@@ -198,14 +216,29 @@ def text_tokens_per_sample(model: Path, data_path: Path) -> float:
                            for item in items)
 
 
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from the command line: VALUE as a Python literal (False, 2e-3, (0.9, 0.99)) or a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--set takes NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
 def measure(preset: str, model: Path, data: tuple[Path, Path], size: tuple[int, int], iters: int, root: Path,
-            peak: float | None) -> dict[str, Any]:
-    """Train ``iters`` iterations of ``preset`` and turn XTuner's log into one row of figures."""
+            peak: float | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``iters`` iterations of ``preset`` (with ``overrides``) and turn XTuner's log into one row of figures."""
     from internvl_course import finetune, training
     from internvl_course.preprocess import num_tiles
 
-    config = finetune.write_config(root / f"{preset}.py", preset, model_path=model, data_path=data[0],
-                                   image_folder=data[1], max_iters=iters, save_steps=iters, log_interval=1)
+    overrides = overrides or {}
+    label = " ".join([preset, *(f"{k}={v}" for k, v in overrides.items())])
+    name = re.sub(r"[^\w.-]+", "_", label)  # a file and folder name per variant
+    config = finetune.write_config(root / f"{name}.py", preset, model_path=model, data_path=data[0],
+                                   image_folder=data[1], max_iters=iters, save_steps=iters, log_interval=1,
+                                   **overrides)
     settings = finetune.read_settings(config)
     shape = model_shape(model, settings["lora_r"])
     model_config = json.loads((model / "config.json").read_text(encoding="utf-8"))
@@ -218,15 +251,15 @@ def measure(preset: str, model: Path, data: tuple[Path, Path], size: tuple[int, 
         raise SystemExit(f"{size[0]}x{size[1]} pictures make samples of {tokens:.0f} tokens ({tiles} tiles), above "
                          f"preset {preset!r}'s max_length {settings['max_length']}: XTuner would cut image tokens. "
                          "Use a smaller --size.")
-    run = training.train(config, root / preset, resume=False, echo=False)  # a measurement never resumes
-    records = training.parse_logs(root / preset)
+    run = training.train(config, root / name, resume=False, echo=False)  # a measurement never resumes
+    records = training.parse_logs(root / name)
     times = [r["time"] for r in records[3:]] or [r["time"] for r in records]
     seconds = statistics.median(times)
     flops = training_flops(shape, tiles, text)
     samples_per_s = settings["batch_size"] / seconds
     memory = [r["memory"] for r in records if "memory" in r]
     achieved = flops["total"] * samples_per_s / 1e12
-    return {"preset": preset, "iterations": len(records), "batch_size": settings["batch_size"],
+    return {"preset": label, "settings": overrides, "iterations": len(records), "batch_size": settings["batch_size"],
             "accumulative_counts": settings["accumulative_counts"],
             "batch": f"{settings['batch_size']} x {settings['accumulative_counts']}", "max_tiles": max_tiles,
             "tiles": tiles, "seconds_per_iter": seconds, "samples_per_s": samples_per_s,
@@ -294,6 +327,10 @@ def main() -> int:
     parser.add_argument("--convert", action="store_true", help="merge the last preset's checkpoint")
     parser.add_argument("--lmdeploy", action="store_true", help="ask the merged model through LMDeploy")
     parser.add_argument("--convert-only", help="skip training: merge this checkpoint (with --convert)")
+    parser.add_argument("--data-root", help="train on DIR/train_llava.json with its pictures under DIR (e.g. "
+                        "data/food) instead of generated ones; the picture size is then the first picture's")
+    parser.add_argument("--set", type=parse_setting, action="append", default=[], metavar="NAME=VALUE",
+                        help="also measure each preset with this setting changed (repeatable: one variant each)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     gpu_presets = [p for p in args.presets if finetune.PRESETS[p]["dist_backend"] == "nccl"]
@@ -311,18 +348,30 @@ def main() -> int:
         print(f"MFU: no bf16 peak known for {gpu!r}; pass --peak-tflops", flush=True)
     root = Path(args.work or tempfile.mkdtemp(prefix="train-bench-"))
     model = Path(args.model).resolve()
-    results: dict[str, Any] = {"environment": env, "peak_tflops": peak, "picture": "x".join(map(str, args.size)),
-                               "presets": []}
+    size = args.size
+    if args.data_root:
+        data = own_data(Path(args.data_root), parser)
+        with Image.open(data[1] / json.loads(data[0].read_text(encoding="utf-8"))[0]["image"]) as picture:
+            size = picture.size
+    results: dict[str, Any] = {"environment": env, "peak_tflops": peak, "picture": "x".join(map(str, size)),
+                               "data": str(data[0]) if args.data_root else "generated", "presets": []}
     if not args.convert_only:
-        data = make_data(root / "data", args.samples, args.size)
+        if not args.data_root:
+            data = make_data(root / "data", args.samples, size)
+        ratios = []
         for preset in args.presets:
-            row = measure(preset, model, data, args.size, args.iters, root, peak)
-            results["presets"].append(row)
-            print(f"{preset}: {row['seconds_per_iter']:.3f} s/iter, loss {row['loss_first']} -> {row['loss_last']}",
-                  flush=True)
-        print(f"\n{'x'.join(map(str, args.size))} px pictures, {args.iters} iterations each; "
+            rows = [measure(preset, model, data, size, args.iters, root, peak, dict([change]) if change else None)
+                    for change in [None, *args.set]]
+            for row in rows:
+                print(f"{row['preset']}: {row['seconds_per_iter']:.3f} s/iter, loss {row['loss_first']} -> "
+                      f"{row['loss_last']}", flush=True)
+                row["s_per_iter_vs_preset"] = row["seconds_per_iter"] / rows[0]["seconds_per_iter"]
+            ratios += [f"{row['preset']}: {row['s_per_iter_vs_preset']:.2f} x the s/iter of {preset}" for row in rows[1:]]
+            results["presets"] += rows
+        print(f"\n{'x'.join(map(str, size))} px pictures, {args.iters} iterations each; "
               f"MFU against {peak or 'n/a'} TFLOPS (dense bf16)")
         print(format_table(results["presets"], COLUMNS))
+        print("\n".join(ratios))
     if args.convert:
         checkpoint = Path(args.convert_only or results["presets"][-1]["checkpoint"])
         results["convert"] = convert_and_ask(model, checkpoint, root / "merged", args.lmdeploy)

@@ -252,7 +252,7 @@ def plot_training(records: list[dict[str, float]]) -> tuple[Any, Any]:
     loss_figure = plot_curves({"loss": (iters, loss), f"mean of {window}": (iters, mean)}, "loss",
                               "training loss", xlabel="iteration")
     lr_figure = plot_curves({"learning rate": (iters, [r.get("lr", float("nan")) for r in records])},
-                            "learning rate", "warm-up, then cosine decay", xlabel="iteration")
+                            "learning rate", "warm-up, then decay", xlabel="iteration")
     return loss_figure, lr_figure
 
 

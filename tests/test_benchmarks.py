@@ -95,6 +95,15 @@ def test_full_size_internvl2_2b_shape_and_the_mfu_of_the_first_measurement(tmp_p
         0.107, abs=0.001)
 
 
+def test_set_reads_a_setting_as_a_python_literal_or_says_the_form():
+    assert train_throughput.parse_setting("cache_vision_features=False") == ("cache_vision_features", False)
+    assert train_throughput.parse_setting("betas=(0.9, 0.99)") == ("betas", (0.9, 0.99))
+    assert train_throughput.parse_setting("dist_backend=gloo") == ("dist_backend", "gloo")
+    for bad in ("cache_vision_features", "=False"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+            train_throughput.parse_setting(bad)
+
+
 def test_the_tiny_model_is_counted_from_its_own_config(tiny_model):
     config = json.loads((tiny_model / "config.json").read_text())
     shape = train_throughput.model_shape(tiny_model, 8)

@@ -41,8 +41,11 @@ def test_cpu_preset_uses_what_a_cpu_needs(data):
     # mlp1 in float32 (no DeepSpeed master copy on a CPU) and no recomputed activations.
     assert s["trainable_fp32"] is True and s["activation_checkpointing"] is False
     assert s["group_by_length"] is False
-    # 2.5 passes over 10 samples in batches of 8: 2 batches an epoch, 5 iterations (a whole number).
-    assert (s["max_epochs"], s["max_iters"]) == (2.5, 5)
+    # The frozen ViT computes each picture once; the peak lr is held, then decays over the last fifth.
+    assert s["cache_vision_features"] is True and s["freeze_visual_encoder"] is True
+    assert (s["betas"], s["decay_ratio"]) == ((0.9, 0.99), 0.2)
+    # 3.5 passes over 10 samples in batches of 8: 2 batches an epoch, 7 iterations (a whole number).
+    assert (s["max_epochs"], s["max_iters"]) == (3.5, 7)
 
 
 def _lr_curve(config_path, max_iters):
@@ -86,8 +89,8 @@ def test_warmup_stable_decay_holds_the_peak_then_falls_linearly(data, tmp_path):
     falls = [a - b for a, b in zip(lrs[720:], lrs[721:])]
     assert min(falls) > 0 and max(falls) == pytest.approx(min(falls), rel=1e-3)  # a straight line down
     assert lrs[-1] < 0.01 * peak
-    # The cosine default already falls in the middle of the run.
-    cosine = finetune.write_config(tmp_path / "cos.py", "cpu-tiny", max_iters=900, **data)
+    # XTuner's cosine (decay_ratio=None) already falls in the middle of the run.
+    cosine = finetune.write_config(tmp_path / "cos.py", "cpu-tiny", max_iters=900, decay_ratio=None, **data)
     assert _lr_curve(cosine, 900)[1][450] < 0.6 * peak
 
 
