@@ -157,13 +157,14 @@ def settings_table(preset: str, **overrides: Any) -> str:
     """A plain-text table of the settings a config will use, each with what it does and, where
     the preset or an override changed it, XTuner's upstream value."""
     settings = settings_for(preset, **overrides)
-    lines = [f"{'setting':<23}{'value':<28}what it does"]
+    width = max(map(len, settings)) + 2  # the longest name, activation_checkpointing, and a gap
+    lines = [f"{'setting':<{width}}{'value':<28}what it does"]
     for name, value in settings.items():
         shown = value if not isinstance(value, str) or len(value) <= 26 else "..." + value[-23:]
         note = EXPLAIN[name]
         if name in _BASE and _BASE[name] is not None and value != _BASE[name]:
             note += f" (XTuner's recipe: {_BASE[name]})"
-        lines.append(f"{name:<23}{str(shown):<28}{note}")
+        lines.append(f"{name:<{width}}{str(shown):<28}{note}")
     return "\n".join(lines)
 
 

@@ -152,7 +152,12 @@ def test_24gb_preset_trades_batch_for_accumulation_and_caps_tiles(data):
 def test_every_setting_is_explained_in_the_table(data):
     table = finetune.settings_table("24gb", **data)
     assert all(name in table for name in finetune.EXPLAIN)
-    assert "max_dynamic_patch      6" in table and "(XTuner's recipe: 4)" in table  # batch_size departs
+    lines = table.splitlines()
+    assert any(line.split()[:2] == ["max_dynamic_patch", "6"] for line in lines)
+    assert "(XTuner's recipe: 4)" in table  # batch_size departs
+    # Every value starts in the value column, after the longest name too.
+    column = lines[0].index("value")
+    assert all(line[column - 1] == " " and line[column] != " " for line in lines[1:]), table
 
 
 def test_the_dataset_wrapper_caps_the_tiles_xtuner_loads(tiny_model, tmp_path):
