@@ -338,9 +338,10 @@ def main() -> int:
         parser.error(f"preset(s) {', '.join(gpu_presets)} train on a CUDA GPU (NCCL, AMP) and torch sees none "
                      "here; on a CPU use --presets cpu-tiny")
 
-    unknown = sorted({name for name, _ in args.set} - set(finetune.EXPLAIN))
-    if unknown:
-        parser.error(f"--set: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(finetune.EXPLAIN))}")
+    try:  # before anything trains
+        finetune.check_names(name for name, _ in args.set)
+    except ValueError as err:
+        parser.error(f"--set: {err}")
 
     env = environment(("torch", "transformers"))
     env["train_env"] = train_env_versions()

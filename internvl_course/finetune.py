@@ -258,13 +258,18 @@ log_processor = dict(by_epoch=False)
 '''
 
 
+def check_names(names: Any) -> None:
+    """Refuse setting names no preset has (a misspelt name is an error, never a silent default)."""
+    unknown = sorted(set(names) - set(_BASE))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_BASE))}")
+
+
 def settings_for(preset: str, **overrides: Any) -> dict[str, Any]:
     """The preset's settings with ``overrides`` applied; unknown presets or names are errors."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    unknown = sorted(set(overrides) - set(_BASE))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_BASE))}")
+    check_names(overrides)
     settings = {**PRESETS[preset], **overrides}
     for key in ("model_path", "data_path", "image_folder"):
         if not settings[key]:
