@@ -9,11 +9,15 @@ Shaped like LMDeploy's pipeline, so what a student learns here is what LMDeploy 
 
 Backends:
 
-- ``"transformers"``: the model directory's own code (``model.chat``), CPU or GPU;
+- ``"transformers"``: the kit's own InternVL code (``model.chat``), CPU or GPU;
 - ``"pytorch"``: LMDeploy's PyTorch engine (needs a CUDA GPU);
 - ``"turbomind"``: LMDeploy's TurboMind engine (needs a CUDA GPU and its CUDA 12 libraries);
 - ``"lmdeploy"``: TurboMind where it loads, else the PyTorch engine;
 - ``"auto"``: ``"lmdeploy"`` on a CUDA machine, ``"transformers"`` otherwise.
+
+Every backend loads the model folder through ``internvl_course.model``: the folder is checked
+first, then the kit's code runs, never the folder's own Python (LMDeploy gets a prepared folder
+with the kit's code beside the checkpoint's linked weights), unless ``trust_remote_code=True``.
 
 Every backend builds InternVL's prompt (picture first, then the question) from the model's own
 template, so the same question gets the same prompt ids everywhere, and the same
@@ -185,13 +189,16 @@ class ChatPipeline:
 
     def __init__(self, model_path: str | Path | None = None, backend: str = "auto", tp: int = 1,
                  max_num: int | None = None, session_len: int = 8192, dtype: str = "auto",
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, trust_remote_code: bool = False) -> None:
+        from .model.folder import inspect_folder
         from .paths import tiny_model_dir
 
         self.model_path = Path(model_path) if model_path else tiny_model_dir()
-        if not (self.model_path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.model_path} is not a model directory (no config.json). Point model_path "
-                                    "at InternVL2 weights, or run `make setup` to build the embedded tiny model.")
+        if not model_path and not (self.model_path / "config.json").is_file():
+            raise FileNotFoundError(f"the embedded tiny model {self.model_path} is not built yet: run `make setup` "
+                                    "(or `internvl-course build`), or point model_path at InternVL2 weights.")
+        self.trust_remote_code = trust_remote_code
+        self.folder = None if trust_remote_code else inspect_folder(self.model_path)  # refuses bad input now
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
         if dtype not in DTYPES:
@@ -206,7 +213,7 @@ class ChatPipeline:
         self.session_len = session_len
         import json
 
-        config = json.loads((self.model_path / "config.json").read_text(encoding="utf-8"))
+        config = self.folder.config if self.folder else json.loads((self.model_path / "config.json").read_text())
         self.max_num = max_num or config.get("max_dynamic_patch", 12)
         self.use_thumbnail = bool(config.get("use_thumbnail", True))
         self._lock = threading.Lock()  # one generation at a time per loaded model
@@ -218,18 +225,16 @@ class ChatPipeline:
     # -- loading -------------------------------------------------------------------------------
     def _load_transformers(self) -> None:
         import torch
-        import transformers
-        from transformers import AutoModel, AutoTokenizer
+
+        from .model.load import load_model
 
         self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         if self.dtype == "auto":
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         else:
             dtype = getattr(torch, self.dtype)
-        dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        self.model = AutoModel.from_pretrained(self.model_path, trust_remote_code=True, **{dtype_arg: dtype})
-        self.model = self.model.to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=True)
+        self.model, self.tokenizer = load_model(self.model_path, dtype=dtype, device=self.device,
+                                                trust_remote_code=self.trust_remote_code)
 
     def _load_lmdeploy(self) -> None:
         from lmdeploy import PytorchEngineConfig, TurbomindEngineConfig
@@ -245,7 +250,15 @@ class ChatPipeline:
             check_gpu_count(self.tp, "tp")
             multicast_off()  # LMDeploy's worker processes inherit it
         engine = TurbomindEngineConfig if self.backend == "turbomind" else PytorchEngineConfig
-        self.engine = lmdeploy_pipeline(str(self.model_path), trust_remote_code=True, log_level="ERROR",
+        # LMDeploy imports the folder's code itself: give it one holding the kit's code (the
+        # checkpoint's own folder when the kit wrote it), unless the user trusts the folder's.
+        if self.trust_remote_code:
+            folder = self.model_path
+        else:
+            from .model.prepare import prepared_folder
+
+            folder = prepared_folder(self.model_path, "LMDeploy")
+        self.engine = lmdeploy_pipeline(str(folder), trust_remote_code=True, log_level="ERROR",
                                         backend_config=engine(tp=self.tp, session_len=self.session_len,
                                                               dtype=self.dtype))
 
@@ -292,6 +305,9 @@ class ChatPipeline:
             return
         from transformers import TextIteratorStreamer
 
+        from .modelcode.conversation import get_conv_template
+
+        stop = get_conv_template(self.model.template).stop_token
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
         control = TurnControl()
         outcome: dict[str, Any] = {}
@@ -309,7 +325,7 @@ class ChatPipeline:
         try:
             for piece in streamer:
                 text += piece
-                yield text.split("<|im_end|>")[0].strip(), session
+                yield text.split(stop)[0].strip(), session
         finally:  # the reader stopped early (GeneratorExit) or finished: free the model either way
             control.cancel()
             thread.join()

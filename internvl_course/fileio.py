@@ -60,7 +60,8 @@ def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     try:
         yield staging
         for path in [staging, *staging.rglob("*")]:
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+            if not path.is_symlink():  # a link's target is someone else's file: leave it as it is
+                os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
         if out.exists():
             shutil.rmtree(out)
         os.rename(staging, out)

@@ -8,6 +8,14 @@ tokenizer files, generation_config.json), so every tool that loads the real mode
 The geometry is the real one (448 px tiles, patch 14, pixel shuffle 0.5: 256 tokens a tile,
 dynamic tiling with a thumbnail); only the widths and depths are small, so that one tile goes
 through the whole model in a fraction of a second on a laptop CPU.
+
+``family`` picks which release the stand-in copies, each in the official config schema with that
+family's settings at tiny widths (``TINY_FAMILIES``): ``"internvl2-2b"`` (the embedded model:
+InternLM2 and the kit's talking base), ``"internvl2-1b"`` (a Qwen2 LLM, a byte-level BPE tokenizer,
+the Hermes-2 template) and ``"internvl2_5-2b"`` (InternLM2.5, InternVL2.5's template and system
+message). ``lay_out_as_download`` turns any of them into a folder laid out as a download from the
+hub, whose own code files fail loudly if anything imports them: the kit's tests walk the road a
+student with real weights walks, and prove the folder's code never runs.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import torch
 
 from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
 from .fileio import atomic_directory
-from .modelcode.official_configs import INTERNVL2_2B_CONFIG
+from .modelcode.official_configs import INTERNVL2_1B_CONFIG, INTERNVL2_2B_CONFIG, INTERNVL2_5_2B_CONFIG
 from .paths import tiny_model_dir
 from .tokenizer_build import build_tokenizer
 
@@ -37,31 +45,54 @@ TINY_VISION = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256,
 TINY_LLM = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384,
                 num_hidden_layers=3, max_position_embeddings=8192)
 
+#: The releases a stand-in can copy: the official config it follows, the tokenizer it carries
+#: ("internlm2": the kit's sentencepiece model; "qwen2": a byte-level BPE) and the weights
+#: ``weights="base"`` means (the talking base fits only the InternLM2 shapes; else random).
+TINY_FAMILIES: dict[str, dict] = {
+    "internvl2-2b": {"config": INTERNVL2_2B_CONFIG, "tokenizer": "internlm2", "base": True},
+    "internvl2-1b": {"config": INTERNVL2_1B_CONFIG, "tokenizer": "qwen2", "base": False},
+    "internvl2_5-2b": {"config": INTERNVL2_5_2B_CONFIG, "tokenizer": "internlm2", "base": True},
+}
 
-def tiny_config(tokenizer) -> InternVLChatConfig:
-    """InternVL2-2B's configuration with tiny widths and the kit tokenizer's vocabulary and ids."""
-    official = json.loads(json.dumps(INTERNVL2_2B_CONFIG))  # a deep copy
+
+def tiny_config(tokenizer, family: str = "internvl2-2b") -> InternVLChatConfig:
+    """The family's official configuration with tiny widths and the tokenizer's vocabulary and ids."""
+    official = json.loads(json.dumps(_family(family)["config"]))  # a deep copy
     vision = {**official.pop("vision_config"), **TINY_VISION}
     llm = {**official.pop("llm_config"), **TINY_LLM,
            "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
            "torch_dtype": "float32"}
+    if llm["architectures"] == ["Qwen2ForCausalLM"]:
+        llm["max_window_layers"] = TINY_LLM["num_hidden_layers"]
     official["torch_dtype"] = "float32"
     return InternVLChatConfig(vision_config=vision, llm_config=llm, **official)
 
 
-def generation_config(tokenizer) -> dict:
-    """Stop on </s> or <|im_end|>, as InternVL2-2B's generation_config.json does."""
+def _family(family: str) -> dict:
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"family={family!r} is not a stand-in the kit builds; choose one of "
+                         f"{', '.join(TINY_FAMILIES)}")
+    return TINY_FAMILIES[family]
+
+
+def generation_config(tokenizer, family: str = "internvl2-2b") -> dict:
+    """Stop on </s> or <|im_end|>, as InternVL2-2B's generation_config.json does (Qwen2: on
+    <|im_end|> or <|endoftext|>)."""
+    if _family(family)["tokenizer"] == "qwen2":
+        from .model.qwen2_tokenizer import qwen2_generation_config
+
+        return qwen2_generation_config(tokenizer)
     return {"bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]}
 
 
-def _weights_file(weights: str | Path | None) -> Path | None:
+def _weights_file(weights: str | Path | None, family: str = "internvl2-2b") -> Path | None:
     """The safetensors file ``weights`` names, or None for the seeded random initialisation."""
     if weights is None or weights == "random":
         return None
     if weights == "base":
-        return BASE_WEIGHTS if BASE_WEIGHTS.is_file() else None
+        return BASE_WEIGHTS if BASE_WEIGHTS.is_file() and _family(family)["base"] else None
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights={str(weights)!r}: no such file. Give a safetensors file of trained tiny "
@@ -78,8 +109,10 @@ def _tokenizer_for(weights_file: Path | None) -> bytes | None:
 
 
 def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: str | Path | None = "base",
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, family: str = "internvl2-2b") -> Path:
     """Write the tiny InternVL2 to ``out_dir`` (default ``work_dirs/models/internvl2-tiny``).
+
+    ``family``: which release it stands in for (``TINY_FAMILIES``; see the module docstring).
 
     Same seed, same bytes. ``weights``:
 
@@ -96,18 +129,28 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
     so a crash never leaves half a model behind.
     """
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer
 
     from .modelcode.modeling_internvl_chat import InternVLChatModel
 
+    spec = _family(family)
     out = Path(out_dir) if out_dir is not None else tiny_model_dir()
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()  # an empty folder holds nothing to lose
-    weights_file = _weights_file(weights)
+    weights_file = _weights_file(weights, family)
     with atomic_directory(out, overwrite) as staging:
-        build_tokenizer(staging, model=_tokenizer_for(weights_file))
-        tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=True, use_fast=False)
-        config = tiny_config(tokenizer)
+        if spec["tokenizer"] == "qwen2":
+            from transformers import AutoTokenizer
+
+            from .model.qwen2_tokenizer import build_qwen2_tokenizer
+
+            build_qwen2_tokenizer(staging)
+            tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=False)
+        else:
+            from .modelcode.tokenization_internlm2 import InternLM2Tokenizer
+
+            build_tokenizer(staging, model=_tokenizer_for(weights_file), template=spec["config"]["template"])
+            tokenizer = InternLM2Tokenizer.from_pretrained(staging)
+        config = tiny_config(tokenizer, family)
         torch.manual_seed(seed)
         model = InternVLChatModel(config).eval()
         if weights_file is not None:
@@ -120,5 +163,30 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
         for name in MODEL_CODE_FILES:
             shutil.copyfile(MODELCODE / name, staging / name)
         (staging / "generation_config.json").write_text(
-            json.dumps(generation_config(tokenizer), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            json.dumps(generation_config(tokenizer, family), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+#: What each code file of a folder laid out by ``lay_out_as_download`` does when imported.
+TRIPWIRE = ('raise RuntimeError("{name} of a downloaded model folder was imported: the kit promised never to run '
+            'a folder\'s own code unless trust_remote_code=True")\n')
+
+
+def lay_out_as_download(model_dir: str | Path, out_dir: str | Path, code_dir: str | Path | None = None) -> Path:
+    """Copy a kit-built folder into ``out_dir`` laid out as a hub download of the same release.
+
+    Config, tokenizer files and weights stay as they are (the kit writes OpenGVLab's schema and
+    ``auto_map`` names); every ``*.py`` file is replaced: by the file of that name in ``code_dir``
+    (OpenGVLab's own code, for a comparison run beside the kit's) or, by default, by a tripwire that
+    raises if anything imports it. ``out_dir`` must not exist yet.
+    """
+    src, out = Path(model_dir), Path(out_dir)
+    with atomic_directory(out) as staging:
+        for file in sorted(src.iterdir()):
+            if file.suffix != ".py":
+                shutil.copyfile(file, staging / file.name)
+            elif code_dir is not None:
+                shutil.copyfile(Path(code_dir) / file.name, staging / file.name)
+            else:
+                (staging / file.name).write_text(TRIPWIRE.format(name=file.name), encoding="utf-8")
     return out

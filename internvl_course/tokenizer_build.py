@@ -48,15 +48,29 @@ UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 PAD = EOS  # internlm2-chat pads with </s>
 MODEL_MAX_LENGTH = 8192  # the max_length XTuner's InternVL2-2B config trains with (FACTS.md section 5)
 
-# internlm2-chat exactly as the kit's conversation.py (and so chat()) writes it: a system turn
-# (InternVL's default system message when none is given), "<|im_start|>{role}\n{content}<|im_end|>"
-# per message, and "<|im_start|>assistant\n" to ask for a reply. There is no bos in the text:
-# chat() and LMDeploy both add it when they tokenize the prompt (add_bos_token), and a bos in the
-# template would make LMDeploy warn about a duplicate bos on every request. So
+# The chat template exactly as the kit's conversation.py (and so chat()) writes the prompt: a
+# system turn (the template's default system message when none is given), each message closed by
+# the template's separator, and the assistant's role to ask for a reply. There is no bos in the
+# text: chat() and LMDeploy both add it when they tokenize the prompt (add_bos_token), and a bos
+# in the template would make LMDeploy warn about a duplicate bos on every request. So
 # tokenizer(apply_chat_template(..., tokenize=False)) gives chat()'s ids.
-def chat_template(system_message: str = INTERNVL_SYSTEM_MESSAGE) -> str:
-    """The Jinja chat template, with ``system_message`` as the system turn when a conversation
-    brings none (a fine-tuned model gets the one it was trained with: convert.py)."""
+def chat_template(system_message: str | None = None, template: str = "internlm2-chat") -> str:
+    """The Jinja chat template of conversation template ``template``, with ``system_message`` as
+    the system turn when a conversation brings none (default: the template's own; a fine-tuned
+    model gets the one it was trained with: convert.py)."""
+    conv = get_conv_template(template)
+    system_message = conv.system_message if system_message is None else system_message
+
+    def quoted(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+    system_prefix = conv.system_template.split("{system_message}")[0]
+    user, assistant = conv.roles
+    if (user, assistant) == ("<|im_start|>user\n", "<|im_start|>assistant\n"):  # ChatML: the role is in the text
+        turn = "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + " + quoted(conv.sep) + " }}"
+    else:
+        turn = ("{% if message['role'] == 'user' %}{{ " + quoted(user) + " + message['content'] + " + quoted(conv.sep)
+                + " }}{% else %}{{ " + quoted(assistant) + " + message['content'] + " + quoted(conv.sep) + " }}{% endif %}")
     return (
         "{% if messages and messages[0]['role'] == 'system' %}"
         "{% set system_message = messages[0]['content'] %}{% set loop_messages = messages[1:] %}"
@@ -64,11 +78,9 @@ def chat_template(system_message: str = INTERNVL_SYSTEM_MESSAGE) -> str:
         "{% set system_message = " + json.dumps(system_message, ensure_ascii=False) + " %}"
         "{% set loop_messages = messages %}"
         "{% endif %}"
-        "{{ '<|im_start|>system\\n' + system_message + '<|im_end|>' }}"
-        "{% for message in loop_messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' }}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+        "{{ " + quoted(system_prefix) + " + system_message + " + quoted(conv.sep) + " }}"
+        "{% for message in loop_messages %}" + turn + "{% endfor %}"
+        "{% if add_generation_prompt %}{{ " + quoted(assistant) + " }}{% endif %}"
     )
 
 
@@ -142,8 +154,9 @@ def _special(content: str) -> dict[str, Any]:
     return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
 
 
-def tokenizer_config(sp: spm.SentencePieceProcessor) -> dict[str, Any]:
-    """tokenizer_config.json: InternVL2-2B's keys, with the ids the sentencepiece model gives."""
+def tokenizer_config(sp: spm.SentencePieceProcessor, template: str = "internlm2-chat") -> dict[str, Any]:
+    """tokenizer_config.json: InternVL2-2B's keys, with the ids the sentencepiece model gives and
+    the chat template of conversation template ``template``."""
     ids = {token: sp.piece_to_id(token) for token in (UNK, BOS, EOS) + SPECIAL_TOKENS}
     return {
         "add_bos_token": True,
@@ -157,7 +170,7 @@ def tokenizer_config(sp: spm.SentencePieceProcessor) -> dict[str, Any]:
             ]
         },
         "bos_token": BOS,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template(template=template),
         "clean_up_tokenization_spaces": False,
         "eos_token": EOS,
         "model_max_length": MODEL_MAX_LENGTH,
@@ -183,7 +196,7 @@ def _json(data: dict[str, Any]) -> str:
 
 
 def build_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
-                    model: bytes | None = None) -> Path:
+                    model: bytes | None = None, template: str = "internlm2-chat") -> Path:
     """Write the tokenizer files into ``out_dir`` (created if needed) and return it.
 
     ``model``: a trained sentencepiece model to use instead of training one. Trained weights
@@ -194,7 +207,7 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, s
     out.mkdir(parents=True, exist_ok=True)
     model = model if model is not None else train_sentencepiece(vocab_size, seed)
     atomic_write_bytes(out / "tokenizer.model", model)
-    config = tokenizer_config(spm.SentencePieceProcessor(model_proto=model))
+    config = tokenizer_config(spm.SentencePieceProcessor(model_proto=model), template)
     atomic_write_text(out / "tokenizer_config.json", _json(config))
     atomic_write_text(out / "special_tokens_map.json", _json(special_tokens_map()))
     for name in CODE_FILES:

@@ -1,8 +1,10 @@
 """Configuration of InternVLChatModel: a vision config, an LLM config and how they are joined.
 
 Field names and defaults follow OpenGVLab's ``InternVLChatConfig`` (model_type "internvl_chat").
-Only InternLM2 language models are built by this code (InternVL2-2B, -8B, -26B use it); the
-official class also accepts Llama, Phi-3 and Qwen2, which the kit does not need.
+The LLM is named by ``llm_config["architectures"][0]``, as in OpenGVLab's checkpoints:
+InternLM2 (InternVL2-2B, -8B, -26B and InternVL2.5's InternLM2.5 models) is the kit's own code;
+Qwen2 (InternVL2-1B, InternVL2.5-1B/4B: Qwen2.5 keeps Qwen2's architecture), Phi-3 (InternVL2-4B)
+and Llama (InternVL2-40B, -76B) are transformers' own classes, which load the same weight names.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ AUTO_MAP = {
     "AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
     "AutoModel": "modeling_internvl_chat.InternVLChatModel",
     "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel",
+}
+
+#: The LLM architectures this code builds, and the transformers config class of each (None: the
+#: kit's own InternLM2Config). Anything else is refused with this list.
+LLM_ARCHITECTURES: dict[str, str | None] = {
+    "InternLM2ForCausalLM": None,
+    "Qwen2ForCausalLM": "Qwen2Config",
+    "Phi3ForCausalLM": "Phi3Config",
+    "LlamaForCausalLM": "LlamaConfig",
 }
 
 #: The code files a model directory must carry next to config.json for trust_remote_code.
@@ -73,11 +84,7 @@ class InternVLChatConfig(PretrainedConfig):
         if ps_version not in ("v1", "v2"):
             raise ValueError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
         self.vision_config = _as_config(InternVisionConfig, vision_config)
-        self.llm_config = _as_config(InternLM2Config, llm_config)
-        architectures = self.llm_config.architectures or ["InternLM2ForCausalLM"]
-        if architectures[0] != "InternLM2ForCausalLM":
-            raise NotImplementedError(f"only InternLM2 language models are supported, got {architectures[0]}")
-        self.llm_config.architectures = architectures
+        self.llm_config = llm_config_for(llm_config)
         self.use_backbone_lora = use_backbone_lora
         self.use_llm_lora = use_llm_lora
         self.select_layer = select_layer
@@ -98,6 +105,31 @@ class InternVLChatConfig(PretrainedConfig):
         output["vision_config"] = self.vision_config.to_dict()
         output["llm_config"] = self.llm_config.to_dict()
         return output
+
+
+def llm_architecture(llm_config: dict[str, Any] | PretrainedConfig | None) -> str:
+    """The LLM's class name, ``architectures[0]`` (InternLM2 when a config names none)."""
+    architectures = (llm_config.get("architectures") if isinstance(llm_config, dict)
+                     else getattr(llm_config, "architectures", None)) or ["InternLM2ForCausalLM"]
+    return architectures[0]
+
+
+def llm_config_for(llm_config: dict[str, Any] | PretrainedConfig | None) -> PretrainedConfig:
+    """The LLM's config object, of the class its architecture needs; unknown ones are refused."""
+    architecture = llm_architecture(llm_config)
+    if architecture not in LLM_ARCHITECTURES:
+        raise NotImplementedError(f"llm_config.architectures[0] is {architecture!r}; this code builds "
+                                  f"{', '.join(LLM_ARCHITECTURES)}")
+    class_name = LLM_ARCHITECTURES[architecture]
+    if class_name is None:
+        config_class: type[PretrainedConfig] = InternLM2Config
+    else:
+        import transformers
+
+        config_class = getattr(transformers, class_name)
+    config = _as_config(config_class, llm_config)
+    config.architectures = [architecture]
+    return config
 
 
 def _as_config(config_class: type[PretrainedConfig], value: Any) -> PretrainedConfig:

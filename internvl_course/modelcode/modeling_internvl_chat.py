@@ -1,4 +1,4 @@
-"""InternVLChatModel: InternViT + the ``mlp1`` projector + InternLM2, with InternVL's chat API.
+"""InternVLChatModel: InternViT + the ``mlp1`` projector + an LLM, with InternVL's chat API.
 
 How an image reaches the language model (InternVL2):
 
@@ -10,7 +10,9 @@ How an image reaches the language model (InternVL2):
    placeholders' embeddings are replaced by the image tokens and the LLM reads the sequence.
 
 Weight names follow OpenGVLab's InternVLChatModel (``vision_model.*``, ``mlp1.{0,1,3}``,
-``language_model.*``), so official InternVL2-2B checkpoints load unchanged. XTuner drives the
+``language_model.*``), so official InternVL2 and InternVL2.5 checkpoints load unchanged. The LLM
+is InternLM2 (the kit's own code) or, for the other families, transformers' own Qwen2, Phi-3 or
+Llama class, chosen by ``llm_config.architectures[0]`` as OpenGVLab's code chooses it. XTuner drives the
 training path (``extract_feature``, ``language_model``, ``mlp1``, ``img_context_token_id``);
 ``chat``/``batch_chat`` are the official inference helpers.
 """
@@ -23,14 +25,31 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration_internvl_chat import InternVLChatConfig
+from .configuration_internvl_chat import InternVLChatConfig, llm_architecture
 from .conversation import get_conv_template
 from .modeling_intern_vit import InternVisionModel
-from .modeling_internlm2 import InternLM2ForCausalLM
+from .modeling_internlm2 import InternLM2ForCausalLM, resolve_attn_implementation
 
 IMG_START_TOKEN = "<img>"
 IMG_END_TOKEN = "</img>"
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+
+
+def build_language_model(llm_config) -> PreTrainedModel:
+    """The LLM ``llm_config`` names: the kit's InternLM2, or transformers' Qwen2/Phi-3/Llama.
+
+    The native classes read transformers' private ``_attn_implementation``; "flash_attention_2"
+    (what the released configs and XTuner ask for) becomes SDPA without the flash_attn package,
+    as the kit's InternLM2 does, so a checkpoint loads on any machine.
+    """
+    architecture = llm_architecture(llm_config)
+    if architecture == "InternLM2ForCausalLM":
+        return InternLM2ForCausalLM(llm_config)
+    import transformers
+
+    requested = getattr(llm_config, "_attn_implementation", None) or "sdpa"
+    llm_config._attn_implementation = resolve_attn_implementation(requested)
+    return getattr(transformers, architecture)(llm_config)
 
 
 def pixel_shuffle(x: torch.Tensor, scale_factor: float = 0.5, version: str = "v2") -> torch.Tensor:
@@ -53,21 +72,26 @@ def pixel_shuffle(x: torch.Tensor, scale_factor: float = 0.5, version: str = "v2
 class InternVLChatModel(PreTrainedModel):
     config_class = InternVLChatConfig
     main_input_name = "pixel_values"
-    _no_split_modules = ["InternVisionModel", "InternLM2DecoderLayer"]
+    _no_split_modules = ["InternVisionModel", "InternLM2DecoderLayer", "Qwen2DecoderLayer", "Phi3DecoderLayer",
+                         "LlamaDecoderLayer"]
     supports_gradient_checkpointing = True
 
     def __init__(
         self,
         config: InternVLChatConfig,
         vision_model: InternVisionModel | None = None,
-        language_model: InternLM2ForCausalLM | None = None,
+        language_model: PreTrainedModel | None = None,
         use_flash_attn: bool | None = None,
     ) -> None:
         """``use_flash_attn`` is the switch the model cards pass to from_pretrained; without the
         flash_attn package the LLM falls back to SDPA (see modeling_internlm2)."""
         if use_flash_attn is not None:
             config.vision_config.use_flash_attn = use_flash_attn
-            config.llm_config.attn_implementation = "flash_attention_2" if use_flash_attn else "eager"
+            attn = "flash_attention_2" if use_flash_attn else "eager"
+            if llm_architecture(config.llm_config) == "InternLM2ForCausalLM":
+                config.llm_config.attn_implementation = attn
+            else:
+                config.llm_config._attn_implementation = attn
         super().__init__(config)
         image_size = config.force_image_size or config.vision_config.image_size
         self.patch_size = config.vision_config.patch_size
@@ -79,9 +103,7 @@ class InternVLChatModel(PreTrainedModel):
         self.num_image_token = int((image_size // self.patch_size) ** 2 * config.downsample_ratio**2)
 
         self.vision_model = vision_model if vision_model is not None else InternVisionModel(config.vision_config)
-        self.language_model = (
-            language_model if language_model is not None else InternLM2ForCausalLM(config.llm_config)
-        )
+        self.language_model = language_model if language_model is not None else build_language_model(config.llm_config)
         vit_width = config.vision_config.hidden_size * int(1 / config.downsample_ratio) ** 2
         llm_width = config.llm_config.hidden_size
         self.mlp1 = nn.Sequential(

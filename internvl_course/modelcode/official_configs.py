@@ -71,3 +71,40 @@ INTERNVL2_2B_CONFIG: dict = {
         "vocab_size": 92553,
     },
 }
+
+# InternVL2-1B (OpenGVLab model card: InternViT-300M-448px + Qwen2-0.5B-Instruct, template
+# "Hermes-2"): the vision side and the joining fields are InternVL2-2B's; the LLM is Qwen2-0.5B
+# with the vocabulary grown by InternVL's special tokens (151643 + 12 = 151655).
+INTERNVL2_1B_CONFIG: dict = {
+    **{k: v for k, v in INTERNVL2_2B_CONFIG.items() if k != "llm_config"},
+    "template": "Hermes-2",
+    "llm_config": {
+        "architectures": ["Qwen2ForCausalLM"],
+        "attention_dropout": 0.0,
+        "attn_implementation": "flash_attention_2",
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "hidden_act": "silu",
+        "hidden_size": 896,
+        "initializer_range": 0.02,
+        "intermediate_size": 4864,
+        "max_position_embeddings": 32768,
+        "max_window_layers": 24,
+        "model_type": "qwen2",
+        "num_attention_heads": 14,
+        "num_hidden_layers": 24,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 32768,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": 151655,
+    },
+}
+
+# InternVL2.5-2B (OpenGVLab model card: InternViT-300M-448px-V2_5 + internlm2_5-1_8b-chat,
+# template "internvl2_5"): InternVL2-2B's shapes, a new LLM generation and a new chat template.
+INTERNVL2_5_2B_CONFIG: dict = {**INTERNVL2_2B_CONFIG, "template": "internvl2_5"}

@@ -1,0 +1,10 @@
+"""Models: recognise an InternVL2 / InternVL2.5 folder and load it with the kit's own code.
+
+- ``folder``: ``inspect_folder(path)`` checks a folder (family, template, files, whole weights)
+  and refuses what the kit cannot run, naming the file or field and the fix;
+- ``load``: ``load_model(path)`` -> (model, tokenizer) from the kit's ``modelcode`` classes, the
+  one loading path of chat, demo, evaluation, conversion and the lessons;
+- ``prepare``: ``prepared_folder(path, tool)`` hands LMDeploy and XTuner, which read folders
+  themselves, a folder that runs the kit's code beside the checkpoint's linked weights;
+- ``qwen2_tokenizer``: the byte-level BPE tokenizer of the tiny InternVL2-1B stand-in.
+"""

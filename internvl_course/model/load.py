@@ -1,0 +1,76 @@
+"""Load any InternVL2 / InternVL2.5 folder with the kit's own code: the one loading path.
+
+Chat, the demo, evaluation, conversion, pretraining and the lessons all load models here.
+``load_model`` checks the folder first (``folder.inspect_folder``: family, template, files,
+complete weights), then builds the model from the kit's ``modelcode`` classes and the tokenizer
+from the kit's InternLM2 tokenizer or transformers' own classes. A download's own Python files
+are never imported: under today's transformers OpenGVLab's remote code loses ``generate``, leaves
+its rotary buffers uninitialised and its fast tokenizer maps words to ``<unk>`` (docs/design.md),
+while the kit's code gives the same logits as OpenGVLab's where both run. Only
+``trust_remote_code=True`` runs the folder's code instead, and says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .folder import ModelFolder, inspect_folder
+
+IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+
+
+def _dtype_argument(dtype: Any) -> dict[str, Any]:
+    """``dtype=`` for transformers 5, ``torch_dtype=`` for 4.x (XTuner's pin)."""
+    import transformers
+
+    return {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": dtype}
+
+
+def load_tokenizer(model_path: str | Path, folder: ModelFolder | None = None):
+    """The tokenizer of a checked folder, from the kit's or transformers' own code.
+
+    InternLM2 families: the kit's sentencepiece ``InternLM2Tokenizer`` (the slow class, as LMDeploy
+    loads it: it reads any sentencepiece model, where the fast rebuild covers only the kit's own).
+    Qwen2, Phi-3 and Llama families: ``AutoTokenizer`` with ``trust_remote_code=False``, which takes
+    transformers' class named in tokenizer_config.json.
+    """
+    from transformers import AutoTokenizer
+
+    folder = folder or inspect_folder(model_path)
+    if folder.uses_internlm2_tokenizer:
+        from ..modelcode.tokenization_internlm2 import InternLM2Tokenizer
+
+        return InternLM2Tokenizer.from_pretrained(str(folder.path))
+    return AutoTokenizer.from_pretrained(str(folder.path), trust_remote_code=False)
+
+
+def load_model(model_path: str | Path, dtype: Any = None, device: Any = "cpu", trust_remote_code: bool = False):
+    """(model, tokenizer) for ``model_path``, in eval mode on ``device``.
+
+    ``dtype``: a torch dtype (default float32, what a CPU computes in). The model's
+    ``img_context_token_id`` is set from the tokenizer, so forward and generate work at once.
+    ``trust_remote_code=True`` skips the kit's code and runs the folder's own Python files, with a
+    warning; use it only for a folder you trust that the kit does not recognise.
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    if trust_remote_code:
+        from transformers import AutoModel, AutoTokenizer
+
+        code = sorted(p.name for p in Path(model_path).glob("*.py"))
+        warnings.warn(f"trust_remote_code=True: running {Path(model_path)}'s own Python code "
+                      f"({', '.join(code) or 'no .py files'}), not the kit's", stacklevel=2)
+        model = AutoModel.from_pretrained(model_path, trust_remote_code=True, **_dtype_argument(dtype))
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True, use_fast=False)
+    else:
+        from ..modelcode.modeling_internvl_chat import InternVLChatModel
+
+        folder = inspect_folder(model_path)
+        tokenizer = load_tokenizer(model_path, folder)
+        model = InternVLChatModel.from_pretrained(str(folder.path), **_dtype_argument(dtype))
+    model = model.to(device).eval()
+    model.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+    return model, tokenizer
