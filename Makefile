@@ -41,7 +41,7 @@ help:
 	@echo "make setup    create .venv (course) and .venv-train (XTuner) from requirements/*.lock"
 	@echo "make lab      start JupyterLab with the internvl-course kernel"
 	@echo "make demo     start the gradio chat demo on 127.0.0.1:$(PORT)"
-	@echo "make doctor   check both environments, the hardware and what is built"
+	@echo "make doctor   check both environments, the hardware and what is built (MODEL=path: also that model folder)"
 	@echo "make lock     re-resolve requirements/*.lock from pyproject.toml"
 	@echo "make wheelhouse       download both envs' wheels to $(WHEELHOUSE)/ for a node without internet;"
 	@echo "                      there: make setup OFFLINE=$(WHEELHOUSE)"
@@ -107,7 +107,7 @@ demo: setup
 	$(COURSE_PY) -m internvl_course.cli demo --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
 doctor: setup
-	$(COURSE_PY) -m internvl_course.cli doctor
+	$(COURSE_PY) -m internvl_course.cli doctor $(if $(MODEL),--model "$(MODEL)")
 
 lock: | $(UV)
 	$(UV) pip compile pyproject.toml --extra course $(LOCK_FLAGS) -o requirements/course.lock

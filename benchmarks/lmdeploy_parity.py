@@ -35,15 +35,13 @@ def picture():
 def run_ours(model: str, dtype: str, tokens: int) -> dict:
     import torch
     import torchvision.transforms as T
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
+
+    from internvl_course.model.load import load_model
 
     torch_dtype = getattr(torch, dtype)
-    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    net = AutoModel.from_pretrained(model, trust_remote_code=True, **{dtype_arg: torch_dtype}).cuda().eval()
-    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
+    net, tokenizer = load_model(model, dtype=torch_dtype, device="cuda")
     torch.cuda.synchronize()
     load_s = time.perf_counter() - start
     weights_gb = torch.cuda.memory_allocated() / 2**30
@@ -83,7 +81,9 @@ def run_lmdeploy(model: str, dtype: str, tokens: int) -> dict:
     free_before, total = torch.cuda.mem_get_info()
     start = time.perf_counter()
     # A small KV-cache share, so that the memory figure says what the weights need.
-    pipe = pipeline(model, backend_config=PytorchEngineConfig(dtype=dtype, session_len=4096, cache_max_entry_count=0.05),
+    from internvl_course.model.prepare import prepared_folder
+
+    pipe = pipeline(str(prepared_folder(model, "LMDeploy")), backend_config=PytorchEngineConfig(dtype=dtype, session_len=4096, cache_max_entry_count=0.05),
                     trust_remote_code=True, log_level="ERROR")
     load_s = time.perf_counter() - start
     free_after, _ = torch.cuda.mem_get_info()

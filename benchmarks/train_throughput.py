@@ -208,9 +208,9 @@ def own_data(root: Path, parser: argparse.ArgumentParser) -> tuple[Path, Path]:
 def text_tokens_per_sample(model: Path, data_path: Path) -> float:
     """Mean tokens of a sample's conversation text. The chat template and XTuner's system prompt (about
     30 tokens more) are not counted, as in the first measurement, so the figures stay comparable."""
-    from transformers import AutoTokenizer
+    from internvl_course.model.load import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
+    tokenizer = load_tokenizer(model)
     items = json.loads(data_path.read_text(encoding="utf-8"))
     return statistics.mean(len(tokenizer(" ".join(t["value"] for t in item["conversations"])).input_ids)
                            for item in items)

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doctor = sub.add_parser("doctor", help="check both environments, the hardware and what is built")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--model", help="also check this model folder: family, template, files, what will run")
 
     build = sub.add_parser("build", help="build the embedded tiny InternVL2 (setup does this)")
     build.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from .doctor import main as doctor_main
 
-        return doctor_main(as_json=args.json)
+        return doctor_main(as_json=args.json, model_path=args.model)
     if args.command == "build":
         return build_artifacts(force=args.force)
     if args.command == "run":

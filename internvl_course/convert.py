@@ -37,11 +37,13 @@ import torch.nn.functional as F
 
 from .fileio import atomic_directory
 from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES
-from .tokenizer_build import XTUNER_SYSTEM_MESSAGE, chat_template
+from .tokenizer_build import XTUNER_SYSTEM_MESSAGE
 
 MODELCODE = Path(__file__).resolve().parent / "modelcode"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")  # the base's vocabulary
-TOKENIZER_CODE = ("tokenization_internlm2.py", "tokenization_internlm2_fast.py")  # the kit's own, like the model code
+# The prompt format XTuner 0.2.0 trains an InternLM2 LLM with, whatever the checkpoint's own
+# template: its InternVL dataset writes internlm2-chat turns (no newline after <|im_end|>), so an
+# InternVL2.5 fine-tune is served with that format, as it was trained.
+XTUNER_TEMPLATES = {"InternLM2ForCausalLM": "internlm2-chat"}
 # XTuner's names: "model." (its wrapper) + "language_model.base_model.model." (peft's wrapper)
 # + the module's path in the LLM + ".lora_A[.default].weight" / ".lora_B[...]"; and "model.mlp1.*".
 LORA_KEY = re.compile(r"^model\.language_model\.base_model\.model\.(?P<module>.+)\.lora_(?P<which>[AB])(?:\.default)?\.weight$")
@@ -257,26 +259,26 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
     if the merge (in float32) leaves ``EXACT`` or the written model does not match it (see
     ``EXACT``); the folder is then not put in place.
     """
-    from transformers import AutoTokenizer
-
+    from .model.folder import TOKENIZER_CODE_FILES, inspect_folder
+    from .model.load import load_model
+    from .model.prepare import tokenizer_config_for_kit
     from .modelcode.modeling_internvl_chat import InternVLChatModel
 
     base, out = Path(base_dir), Path(out_dir)
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"base_dir {base} holds no config.json; give the model directory you fine-tuned")
+    folder = inspect_folder(base)  # a bad base folder is refused before the checkpoint is read
     _refuse_inside(out, base, "base model")
     checkpoint = Path(checkpoint)
     _refuse_inside(out, checkpoint if checkpoint.is_dir() else checkpoint.parent, "checkpoint folder")
     adapter = load_adapter(checkpoint, lora_r, lora_alpha)
 
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=True)
     # Merge and check in float32, store in the base's own dtype: the check then measures the
     # merge and the rounding of the stored weights, not the noise of bfloat16 arithmetic.
     dtype = getattr(torch, store_dtype) if store_dtype else _stored_dtype(base)
-    model = InternVLChatModel.from_pretrained(base, torch_dtype=torch.float32).to(device).eval()
-    model.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    model, tokenizer = load_model(folder.path, dtype=torch.float32, device=device)
+    template = XTUNER_TEMPLATES.get(folder.llm_architecture, folder.template)
     model.system_message = system_message
     model.config.system_message = system_message
+    model.config.template = template
     inputs = sample_inputs(model, tokenizer)
     with adapter_attached(model, adapter):
         expected = _logits(model, inputs)
@@ -289,18 +291,13 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
 
     with atomic_directory(out, overwrite) as staging:
         model.to(dtype).save_pretrained(staging, safe_serialization=True)
-        for name in MODEL_CODE_FILES:
+        for name in MODEL_CODE_FILES + (TOKENIZER_CODE_FILES if folder.uses_internlm2_tokenizer else ()):
             shutil.copyfile(MODELCODE / name, staging / name)
-        for name in TOKENIZER_FILES:
-            if (base / name).is_file():
-                shutil.copyfile(base / name, staging / name)
-        for name in TOKENIZER_CODE:
-            shutil.copyfile(MODELCODE / name, staging / name)
-        config_path = staging / "tokenizer_config.json"
-        tok_config = json.loads(config_path.read_text(encoding="utf-8"))
-        tok_config["chat_template"] = chat_template(system_message)
-        config_path.write_text(json.dumps(tok_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                               encoding="utf-8")
+        for file in folder.tokenizer_files:  # the base's vocabulary, copied (links followed)
+            shutil.copyfile(file, staging / file.name)
+        tok_config = tokenizer_config_for_kit(folder, system_message, template)
+        (staging / "tokenizer_config.json").write_text(
+            json.dumps(tok_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
         if (base / "generation_config.json").is_file():
             shutil.copyfile(base / "generation_config.json", staging / "generation_config.json")
         del model

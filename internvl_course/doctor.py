@@ -161,8 +161,25 @@ def check_artifact(name: str, path: Path, builder_module: str, marker: str) -> C
     return Check(name, MISSING, f"not built: {path / marker} is missing", "run `make setup` to build it")
 
 
-def run_checks() -> list[Check]:
+def check_model(model_path: str | Path) -> list[Check]:
+    """A model folder a student brings: its family, template, files and what will run, or the
+    problem that stops it, with the fix (``model.folder.inspect_folder``)."""
+    from .model.folder import ModelFolderError, inspect_folder
+
+    try:
+        folder = inspect_folder(model_path)
+    except ModelFolderError as err:
+        return [Check("model", MISSING, f"{model_path} cannot be used", str(err))]
+    rows = [Check(f"model {name}", OK if name == "folder" else INFO, value) for name, value in folder.describe()]
+    if not folder.kit_written:
+        rows.append(Check("model for tools", INFO, "LMDeploy and XTuner get a folder under work_dirs/prepared/ "
+                                                   "holding the kit's code beside these weights (linked)"))
+    return rows
+
+
+def run_checks(model_path: str | Path | None = None) -> list[Check]:
     torch_row, gpu_row, cuda = check_torch()
+    model_rows = check_model(model_path) if model_path else []
     return [
         check_course_env(),
         check_train_env(),
@@ -174,6 +191,7 @@ def run_checks() -> list[Check]:
         check_disk(),
         check_artifact("embedded model", tiny_model_dir(), "internvl_course.tiny", "config.json"),
         check_artifact("food dataset", food_data_dir(), "internvl_course.data", "train.json"),
+        *model_rows,
     ]
 
 
@@ -192,9 +210,10 @@ def format_table(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def main(as_json: bool = False) -> int:
-    """Print the table (or JSON) and return 1 when anything is missing."""
-    checks = run_checks()
+def main(as_json: bool = False, model_path: str | Path | None = None) -> int:
+    """Print the table (or JSON) and return 1 when anything is missing; ``model_path`` adds the
+    rows of a model folder (``make doctor MODEL=path``)."""
+    checks = run_checks(model_path)
     if as_json:
         print(json.dumps([asdict(c) for c in checks], indent=2, ensure_ascii=False))
     else:

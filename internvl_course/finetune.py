@@ -258,6 +258,24 @@ log_processor = dict(by_epoch=False)
 '''
 
 
+#: The LLMs XTuner 0.2.0's InternVL dataset accepts (it raises NotImplementedError for others).
+XTUNER_LLMS = ("InternLM2ForCausalLM", "Phi3ForCausalLM")
+
+
+def model_folder_for_xtuner(model_path: str | Path) -> Path:
+    """The folder XTuner should load: checked, refused early if XTuner cannot train its LLM, and
+    prepared with the kit's code when it is a download (``model.prepare``)."""
+    from .model.folder import ModelFolderError, inspect_folder
+    from .model.prepare import prepared_folder
+
+    folder = inspect_folder(model_path)
+    if folder.llm_architecture not in XTUNER_LLMS:
+        raise ModelFolderError(f"{folder.path} is {folder.family}: XTuner 0.2.0 fine-tunes InternVL models whose LLM "
+                               f"is {' or '.join(XTUNER_LLMS)} only (its InternVL dataset raises NotImplementedError "
+                               "for others). Fine-tune an InternLM2-based model such as InternVL2-2B instead.")
+    return prepared_folder(folder.path, "XTuner")
+
+
 def check_names(names: Any) -> None:
     """Refuse setting names no preset has (a misspelt name is an error, never a silent default)."""
     unknown = sorted(set(names) - set(_BASE))
@@ -275,6 +293,7 @@ def settings_for(preset: str, **overrides: Any) -> dict[str, Any]:
         if not settings[key]:
             raise ValueError(f"{key} is required: pass {key}=... (a path)")
         settings[key] = str(Path(settings[key]).resolve())
+    settings["model_path"] = str(model_folder_for_xtuner(settings["model_path"]))
     if settings["max_iters"] is None:
         samples = count_samples(settings["data_path"])
         # Fractional epochs are fine: XTuner counts iterations, and 3.5 passes end mid-epoch.

@@ -889,14 +889,11 @@ def probe(model, tokenizer, seed: int = 1000, images: int = 24, max_new_tokens: 
 def _random_tiny(seed: int):
     """The seeded random tiny model, its tokenizer and the tokenizer's sentencepiece model: what
     ``build_tiny_model(weights="random")`` writes."""
-    from transformers import AutoTokenizer
-
-    from .modelcode.modeling_internvl_chat import InternVLChatModel
+    from .model.load import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_model(Path(tmp) / "model", seed=seed, weights="random")
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True, use_fast=False)
-        model = InternVLChatModel.from_pretrained(model_dir)
+        model, tokenizer = load_model(model_dir)
         vocabulary = (model_dir / "tokenizer.model").read_bytes()
     return model, tokenizer, vocabulary
 

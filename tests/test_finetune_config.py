@@ -12,10 +12,10 @@ pytestmark = pytest.mark.train_env
 
 
 @pytest.fixture
-def data(tmp_path):
+def data(tmp_path, tiny_model):
     path = tmp_path / "data.json"
     path.write_text(json.dumps([{"image": f"{i}.jpg", "conversations": []} for i in range(10)]))
-    return {"model_path": tmp_path, "data_path": path, "image_folder": tmp_path}
+    return {"model_path": tiny_model, "data_path": path, "image_folder": tmp_path}
 
 
 def test_tutorial_preset_is_the_tutorials_run(data):
@@ -27,10 +27,10 @@ def test_tutorial_preset_is_the_tutorials_run(data):
     assert s["activation_checkpointing"] is True and s["trainable_fp32"] is False
 
 
-def test_the_tutorials_256_samples_end_at_iter_640(tmp_path):
+def test_the_tutorials_256_samples_end_at_iter_640(tmp_path, tiny_model):
     path = tmp_path / "sivqa_llava.json"
     path.write_text(json.dumps([{}] * 256))
-    s = finetune.settings_for("tutorial", model_path=tmp_path, data_path=path, image_folder=tmp_path)
+    s = finetune.settings_for("tutorial", model_path=tiny_model, data_path=path, image_folder=tmp_path)
     assert s["max_iters"] == 640  # FACTS.md section 5: iter_640.pth is the end of epoch 10
 
 

@@ -47,11 +47,11 @@ def test_a_middle_layer_is_computed_as_usual(vision):
     assert seen == [2] and not cache and len(out.hidden_states) == vision.config.num_hidden_layers + 1
 
 
-def test_the_cache_refuses_a_vision_encoder_that_trains(tmp_path):
+def test_the_cache_refuses_a_vision_encoder_that_trains(tmp_path, tiny_model):
     data = tmp_path / "data.json"
     data.write_text('[{"image": "0.jpg", "conversations": []}]')
     with pytest.raises(ValueError, match="cache_vision_features=True needs freeze_visual_encoder=True"):
-        finetune.settings_for("cpu-tiny", model_path=tmp_path, data_path=data, image_folder=tmp_path,
+        finetune.settings_for("cpu-tiny", model_path=tiny_model, data_path=data, image_folder=tmp_path,
                               cache_vision_features=True, freeze_visual_encoder=False)
 
 

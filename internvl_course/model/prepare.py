@@ -51,9 +51,11 @@ def _digest(folder: ModelFolder) -> str:
     return h.hexdigest()
 
 
-def tokenizer_config_for_kit(folder: ModelFolder, system_message: str | None = None) -> dict:
+def tokenizer_config_for_kit(folder: ModelFolder, system_message: str | None = None,
+                             template: str | None = None) -> dict:
     """The folder's tokenizer_config.json, pointed at the kit's tokenizer code (InternLM2) or at
-    transformers' own classes (no ``auto_map``), with the chat template of its ``template``."""
+    transformers' own classes (no ``auto_map``), with the chat template of ``template`` (default:
+    the folder's own) and ``system_message`` (default: the config's, else the template's)."""
     from ..tokenizer_build import chat_template
 
     config = json.loads((folder.path / "tokenizer_config.json").read_text(encoding="utf-8"))
@@ -62,7 +64,7 @@ def tokenizer_config_for_kit(folder: ModelFolder, system_message: str | None = N
     else:
         config.pop("auto_map", None)
     system_message = system_message or folder.config.get("system_message")
-    config["chat_template"] = chat_template(system_message, folder.template)
+    config["chat_template"] = chat_template(system_message, template or folder.template)
     return config
 
 

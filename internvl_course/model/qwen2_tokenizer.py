@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
@@ -209,7 +210,8 @@ def qwen2_generation_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any
     has to produce inside a reply.
     """
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN2_STOP_TOKENS}
-    missing = [token for token, i in ids.items() if not isinstance(i, int) or tokenizer.convert_ids_to_tokens(i) != token]
+    # transformers gives None or the unk id for a token it does not know; either way it is not that token.
+    missing = [t for t, i in ids.items() if not isinstance(i, int) or tokenizer.convert_ids_to_tokens(i) != t]
     if missing:
         raise ValueError(f"the tokenizer has no {', '.join(missing)}: not a Qwen2 tokenizer")
     return {"eos_token_id": [ids[token] for token in QWEN2_STOP_TOKENS], "pad_token_id": ids[PAD]}
