@@ -12,11 +12,12 @@ while the kit's code gives the same logits as OpenGVLab's where both run. Only
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
 
-from .folder import ModelFolder, inspect_folder
+from .folder import ModelFolder, ModelFolderError, inspect_folder
 
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 
@@ -33,17 +34,25 @@ def load_tokenizer(model_path: str | Path, folder: ModelFolder | None = None):
 
     InternLM2 families: the kit's sentencepiece ``InternLM2Tokenizer`` (the slow class, as LMDeploy
     loads it: it reads any sentencepiece model, where the fast rebuild covers only the kit's own).
-    Qwen2, Phi-3 and Llama families: ``AutoTokenizer`` with ``trust_remote_code=False``, which takes
-    transformers' class named in tokenizer_config.json.
+    Qwen2, Phi-3 and Llama families: transformers' own class that tokenizer_config.json names
+    (its fast twin where there is one), taken directly rather than through ``AutoTokenizer``, which
+    would read config.json as a config of its own and warn that the model type does not match.
     """
-    from transformers import AutoTokenizer
+    import transformers
 
     folder = folder or inspect_folder(model_path)
     if folder.uses_internlm2_tokenizer:
         from ..modelcode.tokenization_internlm2 import InternLM2Tokenizer
 
         return InternLM2Tokenizer.from_pretrained(str(folder.path))
-    return AutoTokenizer.from_pretrained(str(folder.path), trust_remote_code=False)
+    config_file = folder.path / "tokenizer_config.json"
+    name = str(json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class") or "").removesuffix("Fast")
+    tokenizer_class = getattr(transformers, f"{name}Fast", None) or getattr(transformers, name, None) if name else None
+    if tokenizer_class is None:
+        raise ModelFolderError(f"{config_file}: tokenizer_class {name or None!r} is not a tokenizer class of "
+                               f"transformers {transformers.__version__}; {folder.family} checkpoints name one "
+                               "(Qwen2Tokenizer, LlamaTokenizer, ...). Download tokenizer_config.json again.")
+    return tokenizer_class.from_pretrained(str(folder.path))
 
 
 def load_model(model_path: str | Path, dtype: Any = None, device: Any = "cpu", trust_remote_code: bool = False):
