@@ -39,7 +39,7 @@ def test_lmdeploy_backends_refuse_a_cpu_with_a_fix(backend):
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'vllm'"):
         chat.choose_backend("vllm")
-    with pytest.raises(FileNotFoundError, match="is not a model directory"):
+    with pytest.raises(ValueError, match="holds no config.json, so it is not a model folder"):
         chat.pipeline(tmp_path)
     for bad, message in [({"top_p": 0}, "top_p must be in \\(0, 1\\]"), ({"temperature": -1}, "temperature must be >= 0"),
                          ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"), ({"top_k": -2}, "top_k")]:

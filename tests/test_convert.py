@@ -120,7 +120,7 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, tiny_model):
     torch.save({"state_dict": {"foo.weight": torch.zeros(2)}}, runs / "other.pth")
     with pytest.raises(ValueError, match="neither LLM LoRA nor mlp1"):
         C.convert(tiny_model, runs / "other.pth", out)
-    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+    with pytest.raises(ValueError, match="holds no config.json"):
         C.convert(runs, runs / "other.pth", out)
     lora_only = {"state_dict": {"model.language_model.base_model.model.model.layers.0.attention.wo.lora_A.weight":
                                 torch.zeros(8, 128)}}
