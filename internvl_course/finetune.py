@@ -270,7 +270,8 @@ def model_folder_for_xtuner(model_path: str | Path) -> Path:
 
     folder = inspect_folder(model_path)
     if folder.llm_architecture not in XTUNER_LLMS:
-        raise ModelFolderError(f"{folder.path} is {folder.family}: XTuner 0.2.0 fine-tunes InternVL models whose LLM "
+        raise ModelFolderError(f"{folder.path} is {folder.family} ({folder.llm_architecture}): XTuner 0.2.0 "
+                               "fine-tunes InternVL models whose LLM "
                                f"is {' or '.join(XTUNER_LLMS)} only (its InternVL dataset raises NotImplementedError "
                                "for others). Fine-tune an InternLM2-based model such as InternVL2-2B instead.")
     return prepared_folder(folder.path, "XTuner")

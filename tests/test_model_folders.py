@@ -226,6 +226,8 @@ def test_a_prepared_folder_is_reused_and_rebuilt_when_the_source_changes(familie
     _edit_json(download / "config.json", lambda c: c.update(max_dynamic_patch=6))
     second = prepared_folder(download, "XTuner")
     assert second != first and json.loads((second / "config.json").read_text())["max_dynamic_patch"] == 6
+    assert not first.exists()  # the stale one (links and the kit's files only) is gone
+    assert (download / "model.safetensors").is_file()
     assert json.loads((second / MANIFEST).read_text())["source"] == str(download.resolve())
 
 

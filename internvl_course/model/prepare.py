@@ -83,6 +83,16 @@ def _json_text(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def _remove_stale(current: Path, source: Path) -> None:
+    """Delete the kit's earlier prepared folders of the same source (their manifest proves the kit
+    wrote them; they hold only links and the kit's own files)."""
+    for other in current.parent.iterdir():
+        manifest = other / MANIFEST
+        if other != current and manifest.is_file():
+            if json.loads(manifest.read_text(encoding="utf-8")).get("source") == str(source):
+                shutil.rmtree(other)
+
+
 def prepared_folder(model_path: str | Path, tool: str, quiet: bool = False) -> Path:
     """A folder ``tool`` (LMDeploy, XTuner) can load with the kit's code; ``model_path`` itself
     when the kit wrote it. Checked first (``inspect_folder``), so bad input fails here, early."""
@@ -114,6 +124,7 @@ def prepared_folder(model_path: str | Path, tool: str, quiet: bool = False) -> P
         atomic_write_text(staging / "tokenizer_config.json", _json_text(tokenizer_config_for_kit(folder)))
         atomic_write_text(staging / MANIFEST, _json_text({"source": str(folder.path), "digest": digest,
                                                           "family": folder.family, "for": tool}))
+    _remove_stale(out, folder.path)
     if not quiet:
         print(f"prepared {out} for {tool}: {folder.path}'s weights (linked, not copied) with the kit's code and "
               f"tokenizer files, so that the folder's own Python ({', '.join(folder.code_files) or 'none'}) "
