@@ -262,7 +262,7 @@ def trace_shapes(model, tokenizer, image: Image.Image, question: str = "What is 
     trace.add("LLM", f"{IMG_CONTEXT_TOKEN} slots filled", merged, "image tokens in place of the placeholders")
     logits = llm(inputs_embeds=merged).logits
     trace.next_token = tokenizer.decode([int(logits[0, -1].argmax())])
-    trace.add("LLM", f"InternLM2 ({len(llm.model.layers)} layers) -> logits", logits,
+    trace.add("LLM", f"{llm_name(model)} ({len(llm.model.layers)} layers) -> logits", logits,
               "a score for every word of the vocabulary")
     return trace
 
@@ -289,25 +289,33 @@ def plot_shape_trace(trace: ShapeTrace, title: str = "One picture through Intern
     return fig
 
 
-def internvl_parameter_counts(model, detail: bool = False, trainable_only: bool = False) -> dict[str, int]:
-    """Parameters of InternViT, mlp1 and InternLM2 (``detail``: embeddings, layers, head apart).
+def llm_name(model) -> str:
+    """The LLM's family name from its class: "InternLM2", "Qwen2", "Phi3", "Llama"."""
+    return type(model.language_model).__name__.removesuffix("ForCausalLM")
 
-    Works on the meta device, where a 2.2 B model costs no memory: only shapes are counted.
+
+def internvl_parameter_counts(model, detail: bool = False, trainable_only: bool = False) -> dict[str, int]:
+    """Parameters of InternViT, mlp1 and the LLM (``detail``: embeddings, layers, head apart).
+
+    Works on the meta device, where a 2.2 B model costs no memory: only shapes are counted. The
+    LLM's rows carry its family name (InternLM2 for InternVL2-2B); an output head that shares the
+    token embeddings' matrix (tied, as in some Qwen2 models) counts as 0.
     """
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
+    name = llm_name(model)
     if not detail:
-        return {"InternViT": count(model.vision_model), "mlp1": count(model.mlp1),
-                "InternLM2": count(model.language_model)}
+        return {"InternViT": count(model.vision_model), "mlp1": count(model.mlp1), name: count(model.language_model)}
     llm = model.language_model
+    embeddings, head = llm.get_input_embeddings(), llm.get_output_embeddings()
     return {
         "InternViT: patch + position embedding": count(model.vision_model.embeddings),
         "InternViT: encoder layers": count(model.vision_model.encoder),
         "mlp1": count(model.mlp1),
-        "InternLM2: token embeddings": count(llm.model.tok_embeddings),
-        "InternLM2: decoder layers + norm": count(llm.model.layers) + count(llm.model.norm),
-        "InternLM2: output head": count(llm.output),
+        f"{name}: token embeddings": count(embeddings),
+        f"{name}: decoder layers + norm": count(llm.model.layers) + count(llm.model.norm),
+        f"{name}: output head": 0 if head.weight is embeddings.weight else count(head),
     }
 
 
