@@ -311,32 +311,15 @@ def test_lmdeploy_prompt_for_a_prepared_download_equals_the_kits_chat_prompt(fam
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def llava_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Four pictures and a LLaVA-format JSON about them, as conftest's ``tiny_llava_data``."""
-    from internvl_course.scenes import Piece, Scene, render
-
-    root = tmp_path_factory.mktemp("llava-downloads")
-    (root / "images").mkdir()
-    items = []
-    for i in range(4):
-        render(Scene(pieces=(Piece("circle", "red", count=i + 1),)), seed=i).save(root / "images" / f"{i}.jpg")
-        items.append({"image": f"{i}.jpg", "conversations": [
-            {"from": "human", "value": "<image>\n盘子里有几个圆形？"},
-            {"from": "gpt", "value": f"盘子里有{i + 1}个红色的圆形。"}]})
-    (root / "data.json").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
-    return root / "data.json", root / "images"
-
-
 @pytest.mark.slow
-def test_xtuner_fine_tunes_a_download_and_convert_merges_it(tmp_path, downloads, llava_data):
+def test_xtuner_fine_tunes_a_download_and_convert_merges_it(tmp_path, downloads, tiny_llava_data):
     from internvl_course import finetune, training
     from internvl_course.chat import GenerationConfig, pipeline
     from internvl_course.convert import convert
     from internvl_course.model.folder import inspect_folder
     from internvl_course.paths import work_dir
 
-    data_path, image_folder = llava_data
+    data_path, image_folder = tiny_llava_data
     download = downloads["internvl2-2b"]
     config = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=download, data_path=data_path,
                                    image_folder=image_folder, max_iters=4, save_steps=2, lr=2e-3)
@@ -360,12 +343,12 @@ def test_xtuner_fine_tunes_a_download_and_convert_merges_it(tmp_path, downloads,
 
 
 @pytest.mark.train_env
-def test_xtuner_refuses_a_qwen2_download_before_anything_trains(downloads, llava_data, tmp_path, monkeypatch):
+def test_xtuner_refuses_a_qwen2_download_before_anything_trains(downloads, tiny_llava_data, tmp_path, monkeypatch):
     from internvl_course import finetune
     from internvl_course.model.folder import ModelFolderError
 
     monkeypatch.setenv("INTERNVL_COURSE_WORK_DIRS", str(tmp_path / "work_dirs"))
-    data_path, image_folder = llava_data
+    data_path, image_folder = tiny_llava_data
     settings = dict(model_path=downloads["internvl2-1b"], data_path=data_path, image_folder=image_folder,
                     max_iters=4, save_steps=2, lr=2e-3)
     with pytest.raises(ModelFolderError) as refused:
