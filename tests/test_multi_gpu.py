@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from internvl_course import device, finetune, training
+from internvl_course import device
+from internvl_course.finetune import presets, training
 
 
 @pytest.fixture
 def config(tmp_path, tiny_model, tiny_llava_data):
     data_path, image_folder = tiny_llava_data
-    return finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    return presets.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                  image_folder=image_folder, gpus=2)
 
 
@@ -25,25 +26,25 @@ def one_node(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_gpus_is_a_setting_read_back_from_the_config(config, tiny_llava_data, one_node):
-    assert finetune.read_settings(config)["gpus"] == 2
+def test_gpus_is_a_setting_read_back_from_the_config(config, tiny_model, tiny_llava_data, one_node):
+    assert presets.read_settings(config)["gpus"] == 2
     assert training.default_gpus(config) == 2
     data_path, image_folder = tiny_llava_data
-    table = finetune.settings_table("tutorial", model_path=".", data_path=data_path, image_folder=image_folder, gpus=2)
+    table = presets.settings_table("tutorial", model_path=tiny_model, data_path=data_path, image_folder=image_folder, gpus=2)
     assert any(line.split()[:2] == ["gpus", "2"] and "batch_size x accumulative_counts x gpus" in line
                for line in table.splitlines())
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "2"])
-def test_a_bad_gpus_value_is_named(tmp_path, tiny_llava_data, bad):
+def test_a_bad_gpus_value_is_named(tiny_model, tiny_llava_data, bad):
     data_path, image_folder = tiny_llava_data
     with pytest.raises(ValueError, match=f"gpus must be .*got {bad!r}"):
-        finetune.settings_for("tutorial", model_path=tmp_path, data_path=data_path, image_folder=image_folder, gpus=bad)
+        presets.settings_for("tutorial", model_path=tiny_model, data_path=data_path, image_folder=image_folder, gpus=bad)
 
 
 def test_nproc_per_node_is_the_fallback(tmp_path, tiny_model, tiny_llava_data, monkeypatch, one_node):
     data_path, image_folder = tiny_llava_data
-    plain = finetune.write_config(tmp_path / "plain.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    plain = presets.write_config(tmp_path / "plain.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                   image_folder=image_folder)
     monkeypatch.setenv("NPROC_PER_NODE", "4")
     assert training.default_gpus(plain) == 4
