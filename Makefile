@@ -73,7 +73,7 @@ $(UV):
 
 # The embedded tiny InternVL2, rebuilt when the code or the shipped base weights that make it change.
 TINY_MODEL := work_dirs/models/internvl2-tiny/config.json
-TINY_SOURCES := $(wildcard internvl_course/modelcode/*.py) internvl_course/tiny.py internvl_course/tokenizer_build.py internvl_course/corpus.py \
+TINY_SOURCES := $(wildcard internvl_course/modelcode/*.py) internvl_course/tiny/build.py internvl_course/tiny/internlm2_tokenizer.py internvl_course/data/words.py \
 	data/tiny_base/model.safetensors data/tiny_base/tokenizer.model
 $(TINY_MODEL): $(TINY_SOURCES) .venv/.installed
 	$(COURSE_PY) -m internvl_course.cli build --force
@@ -115,14 +115,14 @@ lock: | $(UV)
 
 # Same seed, same bytes: running this on an unchanged kit leaves git status clean.
 base: .venv/.installed
-	$(COURSE_PY) -m internvl_course.pretrain
+	$(COURSE_PY) -m internvl_course.cli base
 
 wheelhouse: | $(UV)
-	$(TOOLS)/bin/python -m internvl_course.wheelhouse full --out $(WHEELHOUSE) --uv $(UV) --uv-version $(UV_VERSION) $(WHEELHOUSE_ARGS)
+	$(TOOLS)/bin/python -m internvl_course.cli wheelhouse full --out $(WHEELHOUSE) --uv $(UV) --uv-version $(UV_VERSION) $(WHEELHOUSE_ARGS)
 
 wheelhouse-node: | $(UV)
 	@test -n "$(NODE_FREEZE)" || { echo "usage: make wheelhouse-node NODE_FREEZE=freeze.txt [NODE_PYTHON=3.12], freeze.txt being the node's \`python -m pip list --format=freeze\`"; exit 2; }
-	$(TOOLS)/bin/python -m internvl_course.wheelhouse node --out $(WHEELHOUSE)/node --have $(NODE_FREEZE) --python-version $(NODE_PYTHON) $(WHEELHOUSE_ARGS)
+	$(TOOLS)/bin/python -m internvl_course.cli wheelhouse node --out $(WHEELHOUSE)/node --have $(NODE_FREEZE) --python-version $(NODE_PYTHON) $(WHEELHOUSE_ARGS)
 
 clean:
 	rm -rf work_dirs/runs work_dirs/pytest

@@ -1,4 +1,4 @@
-"""Every chat backend that runs here, asked the same things greedily through internvl_course.chat.
+"""Every chat backend that runs here, asked the same things greedily through internvl_course.serve.chat.
 
     python benchmarks/chat_backends.py [--model DIR] [--json out.json]
 
@@ -24,8 +24,8 @@ TEXT_ONLY = "你好，请介绍一下你自己。"
 
 
 def ask(model: str | None, backend: str, max_new_tokens: int, dtype: str = "auto") -> dict:
-    from internvl_course.chat import GenerationConfig, pipeline
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.serve.chat import GenerationConfig, pipeline
+    from internvl_course.data.drawing import Piece, Scene, render
 
     picture = render(Scene(pieces=(Piece("circle", "red", 3), Piece("square", "blue", 1)), plate_colour="white"),
                      seed=11)
@@ -57,7 +57,7 @@ def main() -> int:
         emit_result(ask(args.model, args.backend, args.max_new_tokens, args.dtype))
         return 0
 
-    from internvl_course.chat import choose_backend
+    from internvl_course.serve.chat import choose_backend
 
     print("auto choice: " + " / ".join(choose_backend("auto")))
     results = {}

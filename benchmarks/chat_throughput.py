@@ -4,7 +4,7 @@
                                          [--size 800x600] [--repeats 2] [--dtype auto] [--json out.json]
 
 One picture plus one question (InternVL2's usual chat request), sent by 1 and by 16 users at once,
-to each engine ``internvl_course.chat`` knows: transformers ``generate`` (the model directory's own
+to each engine ``internvl_course.serve.chat`` knows: transformers ``generate`` (the model directory's own
 code, which ``pipeline(backend="transformers")`` runs), LMDeploy's PyTorch engine and TurboMind.
 An engine that cannot run here is skipped with the reason (LMDeploy needs a CUDA GPU; TurboMind
 also needs its compiled library and CUDA 12). Every request generates exactly
@@ -123,7 +123,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def picture(size: tuple[int, int]):
     """A food picture from the kit's dataset style at ``size`` (800x600: 12 tiles + a thumbnail)."""
-    from internvl_course.food import FOOD_DISHES, draw_dish
+    from internvl_course.data.dishes import FOOD_DISHES, draw_dish
 
     return draw_dish(FOOD_DISHES[0].zh, seed=0, size=max(size)).resize(size)
 
@@ -133,8 +133,8 @@ def run_transformers(pipe, image, batch: int, config) -> list[Trace]:
     import torch
     from transformers import StoppingCriteriaList
 
-    from internvl_course.chat import TurnControl
-    from internvl_course.preprocess import load_image
+    from internvl_course.serve.chat import TurnControl
+    from internvl_course.model.preprocess import load_image
 
     cuda = pipe.device.type == "cuda"
     steps: list[tuple[float, int]] = []
@@ -176,7 +176,7 @@ def run_lmdeploy(pipe, image, batch: int, config) -> list[Trace]:
 def measure_engine(engine: str, model: str | None, batches: list[int], max_new_tokens: int, repeats: int,
                    dtype: str, size: tuple[int, int]) -> dict[str, Any]:
     """Load ``engine`` once, warm it up, and measure every batch size ``repeats`` times."""
-    from internvl_course.chat import GenerationConfig, pipeline
+    from internvl_course.serve.chat import GenerationConfig, pipeline
 
     image = picture(size)
     start = time.perf_counter()
@@ -199,8 +199,8 @@ def measure_engine(engine: str, model: str | None, batches: list[int], max_new_t
 
 
 def why_not(engine: str) -> str | None:
-    """None if ``engine`` can run here, else the reason it cannot (from internvl_course.chat)."""
-    from internvl_course.chat import choose_backend
+    """None if ``engine`` can run here, else the reason it cannot (from internvl_course.serve.chat)."""
+    from internvl_course.serve.chat import choose_backend
 
     try:
         choose_backend(engine)

@@ -3,7 +3,7 @@
     python benchmarks/course_time.py [--only 03 ...] [--out course_time.json]
 
 An instructor runs ``make course`` before class, so its wall time is what this measures: the
-course runner itself (``internvl_course.runner``: papermill, the ``internvl-course`` kernel, each
+course runner itself (``internvl_course.course.runner``: papermill, the ``internvl-course`` kernel, each
 notebook's own full defaults, kernel start-up included), in order, on the embedded tiny model.
 It runs in a fresh ``work_dirs`` holding only the embedded model (``runner.fresh_work_dirs``), as
 on a fresh clone after ``make setup``: otherwise lesson 06 would resume a finished training run
@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--out", help="also write the results here as JSON")
     args = parser.parse_args()
 
-    from internvl_course import runner
+    from internvl_course.course import runner
     from internvl_course.paths import work_dir
 
     env = environment(("torch", "transformers", "lmdeploy", "papermill"))

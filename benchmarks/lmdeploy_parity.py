@@ -26,7 +26,7 @@ QUESTION = "请描述这张图片。"
 
 
 def picture():
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.data.drawing import Piece, Scene, render
 
     return render(Scene(pieces=(Piece("circle", "red", 3), Piece("triangle", "yellow", 2)), plate_colour="white",
                         tableware=("pair of chopsticks",)), seed=7)

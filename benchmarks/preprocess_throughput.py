@@ -1,4 +1,4 @@
-"""How many pictures a second ``internvl_course.preprocess.load_image`` turns into model input, on the CPU.
+"""How many pictures a second ``internvl_course.model.preprocess.load_image`` turns into model input, on the CPU.
 
     python benchmarks/preprocess_throughput.py [--sizes 448x448 800x600 ...] [--max-num 1 6 12]
                                                [--min-seconds 2] [--threads 1] [--json out.json]
@@ -37,7 +37,7 @@ COLUMNS: list[Column] = [("size", "picture", ""), ("max_num", "max_num", "d"), (
 
 def jpeg_picture(width: int, height: int, seed: int = 0) -> bytes:
     """A food picture of the kit's dataset style at ``width x height``, as JPEG bytes (quality 90)."""
-    from internvl_course.food import FOOD_DISHES, draw_dish
+    from internvl_course.data.dishes import FOOD_DISHES, draw_dish
 
     picture = draw_dish(FOOD_DISHES[seed % len(FOOD_DISHES)].zh, seed=seed, size=max(width, height))
     buffer = io.BytesIO()
@@ -52,7 +52,7 @@ def time_load(data: bytes, max_num: int, min_seconds: float, min_repeats: int, r
     ``min_repeats`` calls and ``min_seconds / rounds`` seconds each; the median round counts, so
     a burst of load from another process on a shared machine moves the figure less than a mean would.
     """
-    from internvl_course.preprocess import load_image
+    from internvl_course.model.preprocess import load_image
 
     tiles = load_image(data, max_num=max_num).shape[0]
     per_call = []

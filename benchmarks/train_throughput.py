@@ -4,7 +4,7 @@
                                           [--size 1792x1344] [--peak-tflops T] [--json out.json]
                                           [--convert] [--lmdeploy] [--data-root DIR] [--set NAME=VALUE ...]
 
-For each preset it trains ``--iters`` iterations through ``internvl_course.training`` (torchrun
+For each preset it trains ``--iters`` iterations through ``internvl_course.finetune.training`` (torchrun
 and DeepSpeed ZeRO-2, bf16 on a GPU that supports it) on pictures of ``--size``, by default
 1792 x 1344 px: the worst case, which InternVL2's dynamic tiling cuts into 12 tiles plus a
 thumbnail (fewer where the preset caps the tiles). From XTuner's own log lines it reports seconds
@@ -45,7 +45,7 @@ cache_vision_features=False``: what the vision-feature cache saves over two pass
 sleeps 2 s at every pass over the data, and its times are means over 10 iterations: give a
 generated dataset at least 32 iterations' worth of ``--samples``, or the median shows the sleep.)
 
-With ``--convert`` the last preset's checkpoint is merged by ``internvl_course.convert`` (on the
+With ``--convert`` the last preset's checkpoint is merged by ``internvl_course.finetune.convert`` (on the
 GPU), and with ``--lmdeploy`` the merged model answers a question through LMDeploy's PyTorch
 engine: a check that what was trained can be served, not a measurement.
 
@@ -132,7 +132,7 @@ def model_shape(model_dir: Path, lora_r: int) -> ModelShape:
 
     from internvl_course.modelcode.configuration_internvl_chat import InternVLChatConfig
     from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
-    from internvl_course.preprocess import tokens_per_tile
+    from internvl_course.model.preprocess import tokens_per_tile
 
     raw = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     config = InternVLChatConfig(**raw)
@@ -183,7 +183,7 @@ def peak_tflops(device_name: str) -> float | None:
 
 def make_data(root: Path, samples: int, size: tuple[int, int]) -> tuple[Path, Path]:
     """``samples`` food pictures of ``size`` with one VQA turn each, in XTuner's LLaVA format."""
-    from internvl_course.food import FOOD_DISHES, draw_dish
+    from internvl_course.data.dishes import FOOD_DISHES, draw_dish
 
     (root / "img").mkdir(parents=True, exist_ok=True)
     items = []
@@ -230,16 +230,16 @@ def parse_setting(text: str) -> tuple[str, Any]:
 def measure(preset: str, model: Path, data: tuple[Path, Path], size: tuple[int, int], iters: int, root: Path,
             peak: float | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``iters`` iterations of ``preset`` (with ``overrides``) and turn XTuner's log into one row of figures."""
-    from internvl_course import finetune, training
-    from internvl_course.preprocess import num_tiles
+    from internvl_course.finetune import presets, training
+    from internvl_course.model.preprocess import num_tiles
 
     overrides = overrides or {}
     label = " ".join([preset, *(f"{k}={v}" for k, v in overrides.items())])
     name = re.sub(r"[^\w.-]+", "_", label)  # a file and folder name per variant
-    config = finetune.write_config(root / f"{name}.py", preset, model_path=model, data_path=data[0],
+    config = presets.write_config(root / f"{name}.py", preset, model_path=model, data_path=data[0],
                                    image_folder=data[1], max_iters=iters, save_steps=iters, log_interval=1,
                                    **overrides)
-    settings = finetune.read_settings(config)
+    settings = presets.read_settings(config)
     shape = model_shape(model, settings["lora_r"])
     model_config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     max_tiles = settings["max_dynamic_patch"] or model_config["max_dynamic_patch"]
@@ -273,8 +273,8 @@ def measure(preset: str, model: Path, data: tuple[Path, Path], size: tuple[int, 
 
 def ask_lmdeploy(model: Path) -> str:
     """One answer from the merged model through LMDeploy's PyTorch engine."""
-    from internvl_course.chat import GenerationConfig, pipeline
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.serve.chat import GenerationConfig, pipeline
+    from internvl_course.data.drawing import Piece, Scene, render
 
     pipe = pipeline(model, backend="pytorch")
     picture = render(Scene(pieces=(Piece("circle", "red", 2),)), seed=3)
@@ -284,10 +284,10 @@ def ask_lmdeploy(model: Path) -> str:
 
 
 def convert_and_ask(model: Path, checkpoint: Path, out: Path, lmdeploy: bool) -> dict[str, Any]:
-    """Merge ``checkpoint`` into ``model`` (internvl_course.convert) and optionally ask LMDeploy."""
+    """Merge ``checkpoint`` into ``model`` (internvl_course.finetune.convert) and optionally ask LMDeploy."""
     import torch
 
-    from internvl_course.convert import convert
+    from internvl_course.finetune.convert import convert
 
     merged = convert(model, checkpoint, out, device="cuda" if torch.cuda.is_available() else "cpu", overwrite=True)
     result: dict[str, Any] = {
@@ -307,16 +307,16 @@ def convert_and_ask(model: Path, checkpoint: Path, out: Path, lmdeploy: bool) ->
 def main() -> int:
     import torch
 
-    from internvl_course import finetune
+    from internvl_course.finetune import presets
     from internvl_course.paths import tiny_model_dir
-    from internvl_course.trainenv import train_env_versions
+    from internvl_course.finetune.trainenv import train_env_versions
 
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(tiny_model_dir()),
                         help="the model directory to fine-tune (default: the embedded tiny model)")
     parser.add_argument("--presets", nargs="+", default=["tutorial", "24gb"] if cuda else ["cpu-tiny"],
-                        choices=list(finetune.PRESETS), help="default: tutorial 24gb on a GPU, cpu-tiny without one")
+                        choices=list(presets.PRESETS), help="default: tutorial 24gb on a GPU, cpu-tiny without one")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--samples", type=int, default=32, help="pictures in the training data")
     parser.add_argument("--size", type=parse_size, default=WORST_CASE if cuda else (448, 448), metavar="WxH",
@@ -333,13 +333,13 @@ def main() -> int:
                         help="also measure each preset with this setting changed (repeatable: one variant each)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    gpu_presets = [p for p in args.presets if finetune.PRESETS[p]["dist_backend"] == "nccl"]
+    gpu_presets = [p for p in args.presets if presets.PRESETS[p]["dist_backend"] == "nccl"]
     if gpu_presets and not cuda and not args.convert_only:
         parser.error(f"preset(s) {', '.join(gpu_presets)} train on a CUDA GPU (NCCL, AMP) and torch sees none "
                      "here; on a CPU use --presets cpu-tiny")
 
     try:  # before anything trains
-        finetune.check_names(name for name, _ in args.set)
+        presets.check_names(name for name, _ in args.set)
     except ValueError as err:
         parser.error(f"--set: {err}")
 

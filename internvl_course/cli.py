@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import sys
+
+#: Verbs whose module parses its own arguments: ``internvl-course data build`` runs
+#: ``internvl_course.data.food_vqa.main(["build"])``; ``internvl-course data --help`` is its help.
+FORWARDED = {
+    "data": ("internvl_course.data.food_vqa", "build or check the kit's food VQA dataset (data/food)"),
+    "foodieqa": ("internvl_course.data.foodieqa", "FoodieQA from your own copy: a held-out evaluation set"),
+    "train": ("internvl_course.finetune.training", "train with XTuner in the train env (resumes by default)"),
+    "convert": ("internvl_course.finetune.convert", "merge an XTuner checkpoint into an official-format folder"),
+    "base": ("internvl_course.tiny.pretrain", "retrain the tiny model's talking base, data/tiny_base"),
+    "fullsize": ("internvl_course.tiny.fullsize", "a full-size InternVL2-shaped folder with random weights"),
+    "wheelhouse": ("internvl_course.course.wheelhouse", "offline wheel bundles (make wheelhouse)"),
+}
 
 
 def build_artifacts(force: bool = False) -> int:
     """Build what the course generates, skipping what is already there (unless ``force``)."""
-    from .paths import tiny_model_dir
-    from .tiny import build_tiny_model
+    from internvl_course.paths import tiny_model_dir
+    from internvl_course.tiny.build import build_tiny_model
 
     target = tiny_model_dir()
     if (target / "config.json").exists() and not force:
@@ -52,27 +65,34 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=1096)
     demo.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes the demo to your network")
 
+    for verb, (_, help_text) in FORWARDED.items():
+        forwarded = sub.add_parser(verb, help=help_text, add_help=False)
+        forwarded.add_argument("args", nargs=argparse.REMAINDER)
+
     args = parser.parse_args(argv)
+    if args.command in FORWARDED:
+        module = importlib.import_module(FORWARDED[args.command][0])
+        return module.main(args.args)
     if args.command == "doctor":
-        from .doctor import main as doctor_main
+        from internvl_course.course.doctor import main as doctor_main
 
         return doctor_main(as_json=args.json, model_path=args.model)
     if args.command == "build":
         return build_artifacts(force=args.force)
     if args.command == "run":
-        from .runner import main as run_main
+        from internvl_course.course.runner import main as run_main
 
         return run_main(only=args.only, params=args.params, out=args.out)
     if args.command == "outputs":
-        from .outputs import main as outputs_main
+        from internvl_course.course.outputs import main as outputs_main
 
         return outputs_main(only=args.only, cells_only=args.cells_only)
     if args.command == "demo":
-        if importlib.util.find_spec("internvl_course.demo") is None:
+        if importlib.util.find_spec("internvl_course.serve.demo") is None:
             print("The chat demo is not built yet: it arrives with lesson 04 (chat with LMDeploy).",
                   file=sys.stderr)
             return 2
-        from .demo import main as demo_main
+        from internvl_course.serve.demo import main as demo_main
 
         return demo_main(model=args.model, host=args.host, port=args.port)
     parser.error(f"unknown command {args.command}")

@@ -16,6 +16,10 @@ COURSE_ENV_NAME = ".venv"
 TRAIN_ENV_NAME = ".venv-train"
 #: The Jupyter kernel every notebook runs in.
 KERNEL_NAME = "internvl-course"
+#: The kit's own InternVL2 code, copied into (or linked from) every model folder it writes.
+MODELCODE = Path(__file__).resolve().parent / "modelcode"
+#: The tiny model's talking base, shipped in the repo (``internvl-course base`` rebuilds it).
+BASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "tiny_base" / "model.safetensors"
 
 
 def repo_root() -> Path:

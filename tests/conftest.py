@@ -41,7 +41,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One embedded tiny InternVL2 per test session, built from scratch (seed 0)."""
-    from internvl_course.tiny import build_tiny_model
+    from internvl_course.tiny.build import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "internvl2-tiny")
 
@@ -51,7 +51,7 @@ def tiny_llava_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     """Four pictures and a LLaVA-format JSON about them: (data_path, image_folder)."""
     import json
 
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.data.drawing import Piece, Scene, render
 
     root = tmp_path_factory.mktemp("llava")
     (root / "images").mkdir()
@@ -110,11 +110,11 @@ def chat_prompt(model_dir: Path, pixel_values: torch.Tensor, question: str) -> l
 def xtuner_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_llava_data: tuple[Path, Path]):
     """Four real XTuner iterations (cpu-tiny, a high learning rate so the adapter matters) on the
     tiny model: (config, work_dir, TrainRun)."""
-    from internvl_course import finetune, training
+    from internvl_course.finetune import presets, training
 
     data_path, image_folder = tiny_llava_data
     root = tmp_path_factory.mktemp("xtuner")
-    config = finetune.write_config(root / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    config = presets.write_config(root / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                    image_folder=image_folder, max_iters=4, save_steps=2, lr=2e-3)
     return config, root / "work", training.train(config, root / "work", progress=False)
 
@@ -122,7 +122,7 @@ def xtuner_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_
 @pytest.fixture(scope="session")
 def converted_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, xtuner_run):
     """The ``xtuner_run`` checkpoint merged by convert.py: (Conversion, checkpoint path)."""
-    from internvl_course.convert import convert
+    from internvl_course.finetune.convert import convert
 
     run = xtuner_run[2]
     return convert(tiny_model, run.checkpoint, tmp_path_factory.mktemp("converted") / "tiny-finetuned"), run.checkpoint

@@ -24,7 +24,7 @@ import chat_throughput  # noqa: E402
 import report  # noqa: E402
 import train_throughput  # noqa: E402
 
-from internvl_course import wheelhouse  # noqa: E402
+from internvl_course.course import wheelhouse  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # report: tables, sizes, child processes

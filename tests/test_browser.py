@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from internvl_course.chat import ChatPipeline
+from internvl_course.serve.chat import ChatPipeline
 from test_demo import GRADIO_QUEUE_NOISE, TEST_LIMIT_MB, chat_pipe, launch, pictures  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.browser, GRADIO_QUEUE_NOISE]
@@ -31,7 +31,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def url(chat_pipe: ChatPipeline) -> Iterator[str]:  # noqa: F811
-    from internvl_course.demo import build_demo
+    from internvl_course.serve.demo import build_demo
 
     demo = build_demo(chat_pipe, max_upload_mb=TEST_LIMIT_MB)
     yield launch(demo)

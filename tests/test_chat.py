@@ -1,13 +1,13 @@
-"""internvl_course.chat: backend choice, generation settings, multi-turn sessions, streaming."""
+"""internvl_course.serve.chat: backend choice, generation settings, multi-turn sessions, streaming."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from internvl_course import chat
-from internvl_course.chat import GenerationConfig
-from internvl_course.scenes import Piece, Scene, render
+from internvl_course.serve import chat
+from internvl_course.serve.chat import GenerationConfig
+from internvl_course.data.drawing import Piece, Scene, render
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_batch_answers_each_question_on_its_own(pipe, picture):
 
 
 def test_dtype_is_validated_and_honoured(tiny_model):
-    from internvl_course.chat import pipeline
+    from internvl_course.serve.chat import pipeline
 
     with pytest.raises(ValueError, match="dtype must be one of auto, float32, float16, bfloat16, got 'fp8'"):
         pipeline(tiny_model, backend="transformers", dtype="fp8", quiet=True)

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import MODEL_FILES
-from internvl_course import convert as C
-from internvl_course.tokenizer_build import XTUNER_SYSTEM_MESSAGE
+from internvl_course.finetune import convert as C
+from internvl_course.tiny.internlm2_tokenizer import XTUNER_SYSTEM_MESSAGE
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,8 @@ def converted(converted_model):
 def test_writes_an_official_directory_that_loads_and_chats(converted):
     from transformers import AutoModel, AutoTokenizer
 
-    from internvl_course.preprocess import load_image
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.model.preprocess import load_image
+    from internvl_course.data.drawing import Piece, Scene, render
 
     result, _ = converted
     assert {p.name for p in result.out_dir.iterdir()} == MODEL_FILES

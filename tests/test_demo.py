@@ -17,10 +17,10 @@ import pytest
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from internvl_course.chat import ChatPipeline, GenerationConfig, pipeline  # noqa: E402
-from internvl_course.demo import build_demo, check_upload, example_pictures  # noqa: E402
+from internvl_course.serve.chat import ChatPipeline, GenerationConfig, pipeline  # noqa: E402
+from internvl_course.serve.demo import build_demo, check_upload, example_pictures  # noqa: E402
 from internvl_course.paths import tiny_model_dir  # noqa: E402
-from internvl_course.scenes import Piece, Scene, render  # noqa: E402
+from internvl_course.data.drawing import Piece, Scene, render  # noqa: E402
 
 #: gradio 6.31's queue warns about pandas 3 deprecations on every call: its noise, not ours.
 GRADIO_QUEUE_NOISE = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")

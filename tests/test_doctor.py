@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from internvl_course import doctor
+from internvl_course.course import doctor
 from test_locks import LOCKS, read_lock
 
 pytest.importorskip("jupyter_client")

@@ -53,7 +53,7 @@ def tripwire_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kit_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each family's tiny stand-in as the kit writes it (its code files are the kit's)."""
-    from internvl_course.tiny import build_tiny_model
+    from internvl_course.tiny.build import build_tiny_model
 
     root = tmp_path_factory.mktemp("kit-models")
     return {family: build_tiny_model(root / family, family=family) for family in FAMILIES}
@@ -63,7 +63,7 @@ def kit_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def downloads(tmp_path_factory: pytest.TempPathFactory, kit_folders: dict[str, Path],
               tripwire_log: Path) -> dict[str, Path]:
     """Each kit folder laid out as a hub download whose *.py files record and raise when imported."""
-    from internvl_course.tiny import TRIPWIRE, lay_out_as_download
+    from internvl_course.tiny.build import TRIPWIRE, lay_out_as_download
 
     root = tmp_path_factory.mktemp("downloads")
     folders = {}
@@ -133,7 +133,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def dish(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.data.drawing import Piece, Scene, render
 
     path = tmp_path_factory.mktemp("pictures") / "dish.jpg"
     render(Scene(pieces=(Piece("circle", "red", 3), Piece("leaf", "green", 2))), seed=3).save(path)
@@ -147,8 +147,8 @@ def test_the_demo_on_a_download_answers_as_the_kit_folder_does(family, kit_folde
     gradio_client = pytest.importorskip("gradio_client")
     import torch
 
-    from internvl_course.chat import GenerationConfig, pipeline
-    from internvl_course.demo import build_demo
+    from internvl_course.serve.chat import GenerationConfig, pipeline
+    from internvl_course.serve.demo import build_demo
 
     demo = build_demo(model_path=downloads[family])  # the road of `make demo MODEL=...`
     assert downloads[family].name in str(demo.config)  # the header names the model that answers
@@ -181,11 +181,12 @@ def test_the_demo_on_a_download_answers_as_the_kit_folder_does(family, kit_folde
 @pytest.mark.slow
 @pytest.mark.parametrize("family, style", [("internvl2_5-2b", "foodieqa"), ("internvl2-1b", "kit")])
 def test_evaluation_scores_a_download_exactly_as_the_kit_folder(family, style, kit_folders, downloads):
-    from internvl_course import data, evaluate
-    from internvl_course.chat import pipeline
+    from internvl_course.data import food_vqa
+    from internvl_course.finetune import evaluate
+    from internvl_course.serve.chat import pipeline
     from internvl_course.paths import food_data_dir
 
-    items = data.load_split("test")  # as lessons 05 and 07 do
+    items = food_vqa.load_split("test")  # as lessons 05 and 07 do
     results = {}
     for name, folder in (("download", downloads[family]), ("kit", kit_folders[family])):
         pipe = pipeline(folder, backend="transformers", quiet=True)
@@ -209,12 +210,12 @@ def test_evaluation_scores_a_download_exactly_as_the_kit_folder(family, style, k
 @pytest.fixture(scope="module")
 def lesson_on(tmp_path_factory: pytest.TempPathFactory, downloads):
     """Run lesson ``number`` with its smoke parameters and ``model_path`` set to ``family``'s download."""
-    from internvl_course import lessons
-    from internvl_course.runner import run_notebook
+    from internvl_course.course import plan
+    from internvl_course.course.runner import run_notebook
 
     def run(number: str, family: str):
-        notebook = next(nb for nb in lessons.COURSE if nb.number == number)
-        parameters = {**lessons.SMOKE_PARAMS[number], "model_path": str(downloads[family])}
+        notebook = next(nb for nb in plan.COURSE if nb.number == number)
+        parameters = {**plan.SMOKE_PARAMS[number], "model_path": str(downloads[family])}
         out = tmp_path_factory.mktemp(f"lesson{number}-{family}")
         result = run_notebook(notebook, parameters, out)
         text = (out / notebook.filename).read_text(encoding="utf-8") if (out / notebook.filename).exists() else ""
@@ -229,11 +230,12 @@ def lesson_on(tmp_path_factory: pytest.TempPathFactory, downloads):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["internvl2-1b", "internvl2_5-2b"])
 def test_lesson_02_traces_a_download(family, lesson_on):
-    from internvl_course import lessons, preprocess
+    from internvl_course.course import plan
+    from internvl_course.model import preprocess
 
     result, _ = lesson_on("02", family)
     published = result.published
-    tiles = preprocess.num_tiles(1000, 1000, max_num=lessons.SMOKE_PARAMS["02"]["max_num"])  # "square"
+    tiles = preprocess.num_tiles(1000, 1000, max_num=plan.SMOKE_PARAMS["02"]["max_num"])  # "square"
     assert published["num_tiles"] == tiles
     assert published["image_tokens"] == 256 * tiles < published["prompt_tokens"]
     assert published["trace_max_diff"] < 1e-4
@@ -246,14 +248,14 @@ def test_lesson_02_traces_a_download(family, lesson_on):
 def test_lesson_04_chats_with_a_download(family, lesson_on, downloads):
     import torch
 
-    from internvl_course import lessons
+    from internvl_course.course import plan
 
     result, text = lesson_on("04", family)
     published = result.published
     if not torch.cuda.is_available():
         assert published["backend"] == "transformers"
     assert f"model: {downloads[family]}" in text  # it chatted with the download, not the embedded model
-    assert 1 <= published["first_reply_tokens"] <= lessons.SMOKE_PARAMS["04"]["max_new_tokens"]
+    assert 1 <= published["first_reply_tokens"] <= plan.SMOKE_PARAMS["04"]["max_new_tokens"]
     assert published["turns"] == 3 and published["distinct_greedy_replies"] == 1
     assert published["same_seed_same_reply"] is True
     assert published["demo_launched"] is False
@@ -291,7 +293,7 @@ def test_lmdeploy_prompt_for_a_prepared_download_equals_the_kits_chat_prompt(fam
     from internvl_course.model.folder import inspect_folder
     from internvl_course.model.load import load_tokenizer
     from internvl_course.model.prepare import prepared_folder
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.data.drawing import Piece, Scene, render
 
     prepared = prepared_folder(downloads[family], "LMDeploy", quiet=True)
     assert prepared != downloads[family] and inspect_folder(prepared).kit_written
@@ -313,18 +315,18 @@ def test_lmdeploy_prompt_for_a_prepared_download_equals_the_kits_chat_prompt(fam
 
 @pytest.mark.slow
 def test_xtuner_fine_tunes_a_download_and_convert_merges_it(tmp_path, downloads, tiny_llava_data):
-    from internvl_course import finetune, training
-    from internvl_course.chat import GenerationConfig, pipeline
-    from internvl_course.convert import convert
+    from internvl_course.finetune import presets, training
+    from internvl_course.serve.chat import GenerationConfig, pipeline
+    from internvl_course.finetune.convert import convert
     from internvl_course.model.folder import inspect_folder
     from internvl_course.paths import work_dir
 
     data_path, image_folder = tiny_llava_data
     download = downloads["internvl2-2b"]
-    config = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=download, data_path=data_path,
+    config = presets.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=download, data_path=data_path,
                                    image_folder=image_folder, max_iters=4, save_steps=2, lr=2e-3)
     # XTuner opens the prepared folder (the kit's code beside the download's linked weights).
-    trained_from = Path(finetune.read_settings(config)["model_path"])
+    trained_from = Path(presets.read_settings(config)["model_path"])
     assert trained_from.parent == work_dir() / "prepared" and inspect_folder(trained_from).kit_written
     assert (trained_from / "model.safetensors").resolve() == (download / "model.safetensors").resolve()
 
@@ -344,7 +346,7 @@ def test_xtuner_fine_tunes_a_download_and_convert_merges_it(tmp_path, downloads,
 
 @pytest.mark.train_env
 def test_xtuner_refuses_a_qwen2_download_before_anything_trains(downloads, tiny_llava_data, tmp_path, monkeypatch):
-    from internvl_course import finetune
+    from internvl_course.finetune import presets
     from internvl_course.model.folder import ModelFolderError
 
     monkeypatch.setenv("INTERNVL_COURSE_WORK_DIRS", str(tmp_path / "work_dirs"))
@@ -352,11 +354,11 @@ def test_xtuner_refuses_a_qwen2_download_before_anything_trains(downloads, tiny_
     settings = dict(model_path=downloads["internvl2-1b"], data_path=data_path, image_folder=image_folder,
                     max_iters=4, save_steps=2, lr=2e-3)
     with pytest.raises(ModelFolderError) as refused:
-        finetune.settings_for("cpu-tiny", **settings)
+        presets.settings_for("cpu-tiny", **settings)
     message = str(refused.value)
     assert "XTuner" in message and "Qwen2ForCausalLM" in message and str(downloads["internvl2-1b"]) in message
     assert "InternVL2-2B" in message  # the way out
     with pytest.raises(ModelFolderError):
-        finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", **settings)
+        presets.write_config(tmp_path / "cfg.py", "cpu-tiny", **settings)
     # Refused before anything happened: no config written, no folder prepared for XTuner.
     assert not (tmp_path / "cfg.py").exists() and not (tmp_path / "work_dirs" / "prepared").exists()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from internvl_course import evaluate as ev
-from internvl_course.chat import Response
-from internvl_course.data import LETTERS, question_with_options
+from internvl_course.finetune import evaluate as ev
+from internvl_course.serve.chat import Response
+from internvl_course.data.food_vqa import LETTERS, question_with_options
 from internvl_course.paths import food_data_dir
 
 ROOT = food_data_dir()
@@ -164,7 +164,7 @@ def test_plots(tmp_path):
 
 @pytest.mark.slow
 def test_end_to_end_through_the_transformers_backend(tiny_model):
-    from internvl_course.chat import pipeline
+    from internvl_course.serve.chat import pipeline
 
     pipe = pipeline(tiny_model, backend="transformers", quiet=True)
     result = ev.evaluate(pipe, TEST, ROOT, max_images=2, max_new_tokens=6, progress=False)
@@ -179,7 +179,7 @@ def test_end_to_end_through_the_transformers_backend(tiny_model):
 def test_the_tiny_base_answers_dish_questions_near_chance(tiny_model):
     """Issue 5's acceptance: before any fine-tune, the tiny base (which never saw a dish name)
     answers the test split's dish questions no better than chance plus 10 points."""
-    from internvl_course.chat import pipeline
+    from internvl_course.serve.chat import pipeline
 
     dish_items = [item for item in TEST if item["question_type"] == "dish"]
     pipe = pipeline(tiny_model, backend="transformers", quiet=True)

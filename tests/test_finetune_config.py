@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from internvl_course import finetune
+from internvl_course.finetune import presets
 
 pytestmark = pytest.mark.train_env
 
@@ -19,7 +19,7 @@ def data(tmp_path, tiny_model):
 
 
 def test_tutorial_preset_is_the_tutorials_run(data):
-    s = finetune.settings_for("tutorial", **data)
+    s = presets.settings_for("tutorial", **data)
     assert (s["batch_size"], s["max_epochs"], s["lr"], s["save_steps"], s["save_total_limit"]) == (4, 10, 3e-5, 64, -1)
     assert (s["lora_r"], s["lora_alpha"], s["lora_dropout"], s["accumulative_counts"]) == (128, 256, 0.05, 2)
     assert s["max_iters"] == 10 * 3  # 10 epochs x ceil(10 samples / batch 4)
@@ -30,12 +30,12 @@ def test_tutorial_preset_is_the_tutorials_run(data):
 def test_the_tutorials_256_samples_end_at_iter_640(tmp_path, tiny_model):
     path = tmp_path / "sivqa_llava.json"
     path.write_text(json.dumps([{}] * 256))
-    s = finetune.settings_for("tutorial", model_path=tiny_model, data_path=path, image_folder=tmp_path)
+    s = presets.settings_for("tutorial", model_path=tiny_model, data_path=path, image_folder=tmp_path)
     assert s["max_iters"] == 640  # FACTS.md section 5: iter_640.pth is the end of epoch 10
 
 
 def test_cpu_preset_uses_what_a_cpu_needs(data):
-    s = finetune.settings_for("cpu-tiny", **data)
+    s = presets.settings_for("cpu-tiny", **data)
     assert s["amp"] is False and s["dist_backend"] == "gloo" and s["dataloader_num_workers"] == 0
     assert s["lora_dropout"] == 0.0  # its random masks cost a quarter of a CPU step
     # mlp1 in float32 (no DeepSpeed master copy on a CPU) and no recomputed activations.
@@ -72,7 +72,7 @@ def _lr_curve(config_path, max_iters):
 @pytest.mark.parametrize("max_iters", [4, 10, 640])
 def test_learning_rate_reaches_its_peak_after_warmup(data, tmp_path, max_iters, decay_ratio):
     pytest.importorskip("mmengine")
-    path = finetune.write_config(tmp_path / "cfg.py", "tutorial", max_iters=max_iters, decay_ratio=decay_ratio, **data)
+    path = presets.write_config(tmp_path / "cfg.py", "tutorial", max_iters=max_iters, decay_ratio=decay_ratio, **data)
     peak, lrs = _lr_curve(path, max_iters)
     assert lrs[0] < 1e-3 * peak  # warm-up starts near zero
     assert max(lrs) == pytest.approx(peak, rel=1e-6)  # and climbs all the way
@@ -81,7 +81,7 @@ def test_learning_rate_reaches_its_peak_after_warmup(data, tmp_path, max_iters, 
 
 def test_warmup_stable_decay_holds_the_peak_then_falls_linearly(data, tmp_path):
     pytest.importorskip("mmengine")
-    path = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", max_iters=900, decay_ratio=0.2, **data)
+    path = presets.write_config(tmp_path / "cfg.py", "cpu-tiny", max_iters=900, decay_ratio=0.2, **data)
     peak, lrs = _lr_curve(path, 900)
     warmup = 27  # 3 % of 900
     assert lrs[warmup] == pytest.approx(peak, rel=1e-6) and lrs[719] == pytest.approx(peak, rel=1e-6)
@@ -90,7 +90,7 @@ def test_warmup_stable_decay_holds_the_peak_then_falls_linearly(data, tmp_path):
     assert min(falls) > 0 and max(falls) == pytest.approx(min(falls), rel=1e-3)  # a straight line down
     assert lrs[-1] < 0.01 * peak
     # XTuner's cosine (decay_ratio=None) already falls in the middle of the run.
-    cosine = finetune.write_config(tmp_path / "cos.py", "cpu-tiny", max_iters=900, decay_ratio=None, **data)
+    cosine = presets.write_config(tmp_path / "cos.py", "cpu-tiny", max_iters=900, decay_ratio=None, **data)
     assert _lr_curve(cosine, 900)[1][450] < 0.6 * peak
 
 
@@ -103,7 +103,7 @@ def test_the_config_picks_the_sampler_the_settings_ask_for(data, tmp_path, prese
     pytest.importorskip("xtuner")  # the config imports XTuner's sampler: the train env only
     from mmengine.config import Config
 
-    config = Config.fromfile(str(finetune.write_config(tmp_path / "cfg.py", preset, **overrides, **data)))
+    config = Config.fromfile(str(presets.write_config(tmp_path / "cfg.py", preset, **overrides, **data)))
     chosen = config.train_dataloader.sampler
     assert chosen.type.__name__ == sampler
     if sampler == "DefaultSampler":
@@ -111,7 +111,7 @@ def test_the_config_picks_the_sampler_the_settings_ask_for(data, tmp_path, prese
 
 
 def test_overrides_and_rendering(data):
-    text = finetune.render_config("cpu-tiny", max_iters=7, lr=1e-3, **data)
+    text = presets.render_config("cpu-tiny", max_iters=7, lr=1e-3, **data)
     compile(text, "cfg.py", "exec")
     assert "'max_iters': 7" in text and "'lr': 0.001" in text
 
@@ -126,32 +126,32 @@ def test_overrides_and_rendering(data):
 def test_bad_settings_are_named(data, bad, message):
     preset = bad.pop("preset", "cpu-tiny")
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        finetune.settings_for(preset, **data, **bad)
+        presets.settings_for(preset, **data, **bad)
 
 
 def test_missing_and_broken_data_files(tmp_path, data):
     with pytest.raises(FileNotFoundError, match="nowhere.json does not exist"):
-        finetune.settings_for("cpu-tiny", **{**data, "data_path": tmp_path / "nowhere.json"})
+        presets.settings_for("cpu-tiny", **{**data, "data_path": tmp_path / "nowhere.json"})
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(ValueError, match="broken.json is not valid JSON"):
-        finetune.settings_for("cpu-tiny", **{**data, "data_path": broken})
+        presets.settings_for("cpu-tiny", **{**data, "data_path": broken})
     with pytest.raises(ValueError, match="model_path is required"):
-        finetune.settings_for("cpu-tiny", **{**data, "model_path": None})
+        presets.settings_for("cpu-tiny", **{**data, "model_path": None})
 
 
 def test_24gb_preset_trades_batch_for_accumulation_and_caps_tiles(data):
-    s = finetune.settings_for("24gb", **data)
-    tutorial = finetune.settings_for("tutorial", **data)
+    s = presets.settings_for("24gb", **data)
+    tutorial = presets.settings_for("tutorial", **data)
     assert (s["batch_size"], s["max_dynamic_patch"]) == (1, 6)
     # The same effective batch (samples per optimizer update) as the tutorial's 4 x 2.
     assert s["batch_size"] * s["accumulative_counts"] == tutorial["batch_size"] * tutorial["accumulative_counts"]
-    assert "max_dynamic_patch=settings[\"max_dynamic_patch\"]" in finetune.render_config("24gb", **data)
+    assert "max_dynamic_patch=settings[\"max_dynamic_patch\"]" in presets.render_config("24gb", **data)
 
 
 def test_every_setting_is_explained_in_the_table(data):
-    table = finetune.settings_table("24gb", **data)
-    assert all(name in table for name in finetune.EXPLAIN)
+    table = presets.settings_table("24gb", **data)
+    assert all(name in table for name in presets.EXPLAIN)
     lines = table.splitlines()
     assert any(line.split()[:2] == ["max_dynamic_patch", "6"] for line in lines)
     assert "(XTuner's recipe: 4)" in table  # batch_size departs
@@ -165,12 +165,12 @@ def test_the_dataset_wrapper_caps_the_tiles_xtuner_loads(tiny_model, tmp_path):
     import subprocess
 
     from conftest import TRAIN_PYTHON
-    from internvl_course.scenes import Piece, Scene, render
+    from internvl_course.data.drawing import Piece, Scene, render
 
     render(Scene(pieces=(Piece("circle", "red", 2),)), seed=1).resize((1792, 896)).save(tmp_path / "wide.jpg")
     (tmp_path / "data.json").write_text(json.dumps([{"image": "wide.jpg", "conversations": [
         {"from": "human", "value": "<image>\n盘子里有什么？"}, {"from": "gpt", "value": "两个红色的圆形。"}]}]))
-    script = ("import sys; from xtuner.utils import PROMPT_TEMPLATE; from internvl_course.xtuner_launch import "
+    script = ("import sys; from xtuner.utils import PROMPT_TEMPLATE; from internvl_course.finetune.launch import "
               "internvl_dataset as d; print([d(max_dynamic_patch=m, model_path=sys.argv[1], template="
               "PROMPT_TEMPLATE.internlm2_chat, data_paths=sys.argv[2], image_folders=sys.argv[3])[0]['pixel_values']"
               ".shape[0] for m in (None, 2)])")

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
-from internvl_course import data, foodieqa
-from internvl_course.corpus import CUISINES, DISHES
-from internvl_course.food import FOOD_DISHES, LOOKS, draw_dish
+from internvl_course.data import food_vqa, foodieqa
+from internvl_course.data.words import CUISINES, DISHES
+from internvl_course.data.dishes import FOOD_DISHES, LOOKS, draw_dish
 from internvl_course.paths import food_data_dir
-from internvl_course.validate import (DatasetError, ProblemKind, check_dataset, check_file, check_splits,
+from internvl_course.data.validate import (DatasetError, ProblemKind, check_dataset, check_file, check_splits,
                                       load_checked)
 
 ROOT = food_data_dir()
@@ -49,8 +49,8 @@ def test_a_picture_is_a_pure_function_of_dish_and_seed():
 
 def test_build_is_deterministic_and_writes_what_doctor_looks_for(tmp_path):
     sizes = {"train": 1, "validation": 1, "test": 1}
-    first = data.build(tmp_path / "a", per_dish=sizes, size=96, progress=False)
-    second = data.build(tmp_path / "b", per_dish=sizes, size=96, progress=False)
+    first = food_vqa.build(tmp_path / "a", per_dish=sizes, size=96, progress=False)
+    second = food_vqa.build(tmp_path / "b", per_dish=sizes, size=96, progress=False)
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
@@ -62,36 +62,36 @@ def test_build_is_deterministic_and_writes_what_doctor_looks_for(tmp_path):
 def test_build_refuses_a_folder_that_is_not_a_kit_dataset(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a dataset this kit built"):
-        data.build(tmp_path, per_dish={"train": 1, "validation": 1, "test": 1}, size=64, progress=False)
+        food_vqa.build(tmp_path, per_dish={"train": 1, "validation": 1, "test": 1}, size=64, progress=False)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("split", list(data.SPLITS))
+@pytest.mark.parametrize("split", list(food_vqa.SPLITS))
 def test_shipped_json_is_what_the_code_generates(split):
-    items = data.sivqa_items(split)
+    items = food_vqa.sivqa_items(split)
     assert shipped(split) == items
-    assert (ROOT / f"{split}.json").read_text(encoding="utf-8") == data.dumps(items)
-    assert (ROOT / f"{split}_llava.json").read_text(encoding="utf-8") == data.dumps(data.to_llava(items))
+    assert (ROOT / f"{split}.json").read_text(encoding="utf-8") == food_vqa.dumps(items)
+    assert (ROOT / f"{split}_llava.json").read_text(encoding="utf-8") == food_vqa.dumps(food_vqa.to_llava(items))
 
 
 def test_shipped_pictures_are_what_the_code_draws():
-    chosen = [data.pictures(split)[i] for split in data.SPLITS for i in (0, -1)]
+    chosen = [food_vqa.pictures(split)[i] for split in food_vqa.SPLITS for i in (0, -1)]
     for picture in chosen:
-        assert (ROOT / picture.file).read_bytes() == data.jpeg_bytes(picture), picture.file
-    card = data.dataset_card(dict(data.SPLITS), data.IMAGE_SIZE)
+        assert (ROOT / picture.file).read_bytes() == food_vqa.jpeg_bytes(picture), picture.file
+    card = food_vqa.dataset_card(dict(food_vqa.SPLITS), food_vqa.IMAGE_SIZE)
     assert (ROOT / "README.md").read_text(encoding="utf-8") == card
 
 
 def test_shipped_dataset_is_small_and_has_no_problems():
-    assert data.main(["check"]) == 0
-    assert data.statistics(ROOT)["megabytes"] < 20  # 864 pictures: small enough to ship in the repo
+    assert food_vqa.main(["check"]) == 0
+    assert food_vqa.statistics(ROOT)["megabytes"] < 20  # 864 pictures: small enough to ship in the repo
 
 
 def test_splits_share_no_picture_by_name_seed_or_content():
     files, seeds, digests = {}, {}, {}
-    for split in data.SPLITS:
+    for split in food_vqa.SPLITS:
         files[split] = {item["food_meta"]["food_file"] for item in shipped(split)}
-        seeds[split] = {p.seed for p in data.pictures(split)}
+        seeds[split] = {p.seed for p in food_vqa.pictures(split)}
         digests[split] = {hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f in files[split]}
         assert len(digests[split]) == len(files[split]), f"two pictures of {split} are identical"
     for one, other in (("train", "validation"), ("train", "test"), ("validation", "test")):
@@ -105,10 +105,10 @@ def test_splits_share_no_picture_by_name_seed_or_content():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("split", list(data.SPLITS))
+@pytest.mark.parametrize("split", list(food_vqa.SPLITS))
 def test_items_follow_foodieqa_sivqa_schema(split):
     items = shipped(split)
-    assert len(items) == data.SPLITS[split] * len(FOOD_DISHES) * len(data.QUESTION_TYPES)
+    assert len(items) == food_vqa.SPLITS[split] * len(FOOD_DISHES) * len(food_vqa.QUESTION_TYPES)
     for item in items:
         assert set(item) == SIVQA_KEYS and set(item["food_meta"]) == META_KEYS
         assert len(item["choices"]) == 4 == len(set(item["choices"])) == len(item["choices_en"])
@@ -119,20 +119,20 @@ def test_items_follow_foodieqa_sivqa_schema(split):
     assert len({item["question_id"] for item in items}) == len(items)
 
 
-@pytest.mark.parametrize("split", list(data.SPLITS))
+@pytest.mark.parametrize("split", list(food_vqa.SPLITS))
 def test_every_dish_in_every_split_with_every_question_type_per_picture(split):
     items = shipped(split)
     assert {item["food_name"] for item in items} == {dish.zh for dish in FOOD_DISHES}
     per_picture: dict[str, list[str]] = {}
     for item in items:
         per_picture.setdefault(item["food_meta"]["food_file"], []).append(item["question_type"])
-    assert all(sorted(types) == sorted(q.name for q in data.QUESTION_TYPES) for types in per_picture.values())
+    assert all(sorted(types) == sorted(q.name for q in food_vqa.QUESTION_TYPES) for types in per_picture.values())
 
 
 def test_answers_are_right_and_their_letters_balanced():
-    for split in data.SPLITS:
+    for split in food_vqa.SPLITS:
         items = shipped(split)
-        for qtype in data.QUESTION_TYPES:
+        for qtype in food_vqa.QUESTION_TYPES:
             chosen = [item for item in items if item["question_type"] == qtype.name]
             letters = [int(item["answer"]) for item in chosen]
             assert [letters.count(i) for i in range(4)] == [len(chosen) // 4] * 4, (split, qtype.name)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from internvl_course import data, lessons, runner
-from internvl_course.food import FOOD_DISHES
+from internvl_course.data import food_vqa
+from internvl_course.course import plan, runner
+from internvl_course.data.dishes import FOOD_DISHES
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 
 def test_lesson_05_runs_and_publishes_its_numbers(tiny_model, tmp_path):
-    lesson = next(nb for nb in lessons.COURSE if nb.number == "05")
-    params = {**lessons.SMOKE_PARAMS["05"], "model_path": str(tiny_model), "backend": "transformers"}
+    lesson = next(nb for nb in plan.COURSE if nb.number == "05")
+    params = {**plan.SMOKE_PARAMS["05"], "model_path": str(tiny_model), "backend": "transformers"}
     result = runner.run_notebook(lesson, params, tmp_path)
     assert result.status == "ok", result.error
     published = result.published
-    per_dish = sum(data.SPLITS.values())
+    per_dish = sum(food_vqa.SPLITS.values())
     assert published["dishes"] == len(FOOD_DISHES) >= 12
     assert published["dataset_pictures"] == per_dish * len(FOOD_DISHES)
     assert published["dataset_questions"] == 4 * per_dish * len(FOOD_DISHES)

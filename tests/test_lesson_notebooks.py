@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from internvl_course import lessons, preprocess
-from internvl_course.runner import NotebookResult, run_notebook
+from internvl_course.course import plan
+from internvl_course.model import preprocess
+from internvl_course.course.runner import NotebookResult, run_notebook
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
@@ -25,8 +26,8 @@ def run(tmp_path_factory: pytest.TempPathFactory):
 
     def execute(number: str, figures: int = 4) -> NotebookResult:
         if number not in results:
-            notebook = next(nb for nb in lessons.COURSE if nb.number == number)
-            results[number] = run_notebook(notebook, lessons.SMOKE_PARAMS[number], out)
+            notebook = next(nb for nb in plan.COURSE if nb.number == number)
+            results[number] = run_notebook(notebook, plan.SMOKE_PARAMS[number], out)
         result = results[number]
         assert result.status == "ok", result.error
         assert len(result.figures) >= figures, f"{result.notebook}: expected real figures, got {result.figures}"
@@ -50,7 +51,7 @@ def test_01_design_patterns(run):
 
 def test_02_architecture(run):
     published = run("02").published
-    smoke = lessons.SMOKE_PARAMS["02"]
+    smoke = plan.SMOKE_PARAMS["02"]
     tiles = preprocess.num_tiles(1000, 1000, max_num=smoke["max_num"])  # the "square" demo picture
     assert published["num_tiles"] == tiles
     assert published["patches_per_tile"] == 1024 and published["tokens_per_tile"] == 256
@@ -66,7 +67,7 @@ def test_02_architecture(run):
 
 def test_03_dynamic_resolution(run):
     published = run("03").published
-    smoke = lessons.SMOKE_PARAMS["03"]
+    smoke = plan.SMOKE_PARAMS["03"]
     sizes = {"portrait": (700, 1400), "panorama": (3000, 500), "tiny": (64, 48),
              "huge": (smoke["huge_width"], smoke["huge_width"] * 2 // 3)}
     for name, size in sizes.items():
@@ -79,10 +80,10 @@ def test_03_dynamic_resolution(run):
 
 
 def test_04_chat(run):
-    from internvl_course.demo import example_pictures
+    from internvl_course.serve.demo import example_pictures
 
     published = run("04", figures=1).published  # the dish it asks about
-    smoke = lessons.SMOKE_PARAMS["04"]
+    smoke = plan.SMOKE_PARAMS["04"]
     if not torch.cuda.is_available():
         assert published["backend"] == "transformers"
     assert 1 <= published["first_reply_tokens"] <= smoke["max_new_tokens"]
@@ -98,5 +99,5 @@ def test_04_chat(run):
 
 def test_smoke_parameters_cover_lessons_1_to_4():
     for number in ("01", "02", "03", "04"):
-        assert lessons.SMOKE_PARAMS[number], number
-        assert Path(next(nb for nb in lessons.COURSE if nb.number == number).path()).exists()
+        assert plan.SMOKE_PARAMS[number], number
+        assert Path(next(nb for nb in plan.COURSE if nb.number == number).path()).exists()

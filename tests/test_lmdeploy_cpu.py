@@ -13,7 +13,7 @@ from conftest import chat_prompt, lmdeploy_prompt
 
 lmdeploy = pytest.importorskip("lmdeploy")
 
-from internvl_course.scenes import Piece, Scene, render  # noqa: E402
+from internvl_course.data.drawing import Piece, Scene, render  # noqa: E402
 
 
 def test_lmdeploy_sees_an_internvl2(tiny_model):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from internvl_course.chat import GenerationConfig, pipeline
+from internvl_course.serve.chat import GenerationConfig, pipeline
 from internvl_course.model.folder import ModelFolderError, inspect_folder
 from internvl_course.model.load import load_model, load_tokenizer
 from internvl_course.model.prepare import MANIFEST, prepared_folder
-from internvl_course.tiny import TINY_FAMILIES, build_tiny_model, lay_out_as_download
+from internvl_course.tiny.build import TINY_FAMILIES, build_tiny_model, lay_out_as_download
 
 REPO = Path(__file__).resolve().parent.parent
 PICTURE = REPO / "data" / "food" / "images" / "test" / "kung_pao_chicken_00.jpg"
@@ -242,7 +242,7 @@ def test_the_prepared_folder_loads_through_transformers_auto_classes(families, w
 
 
 def test_doctor_describes_a_model_folder_and_the_fix_for_a_bad_one(families, tmp_path):
-    from internvl_course.doctor import MISSING, check_model
+    from internvl_course.course.doctor import MISSING, check_model
 
     rows = {row.name: row for row in check_model(families["internvl2-1b"][1])}
     assert "Qwen2" in rows["model family"].detail and "Hermes-2" in rows["model family"].detail

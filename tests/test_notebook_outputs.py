@@ -19,10 +19,10 @@ import pytest
 from conftest import COURSE_PYTHON, REPO
 
 nbformat = pytest.importorskip("nbformat")
-from internvl_course import lessons, outputs, runner  # noqa: E402
-from internvl_course.notebook import PARAMS_ENV, apply_params  # noqa: E402
+from internvl_course.course import plan, outputs, runner  # noqa: E402
+from internvl_course.course.notebook import PARAMS_ENV, apply_params  # noqa: E402
 from internvl_course.paths import tiny_model_dir, work_dir  # noqa: E402
-from internvl_course.publish import MIME, read_published  # noqa: E402
+from internvl_course.course.publish import MIME, read_published  # noqa: E402
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -106,7 +106,7 @@ def test_apply_params_smoke_and_file(monkeypatch, capsys, tmp_path):
     namespace = {"max_num": 12, "huge_width": 6000, "use_thumbnail": True}
     monkeypatch.setenv(PARAMS_ENV, "smoke")
     apply_params("03", namespace)
-    assert namespace == {**lessons.SMOKE_PARAMS["03"], "use_thumbnail": True}
+    assert namespace == {**plan.SMOKE_PARAMS["03"], "use_thumbnail": True}
     assert "max_num = 6 (was 12)" in capsys.readouterr().out
     values = tmp_path / "values.yaml"
     values.write_text("3:\n  use_thumbnail: false\n")
@@ -125,11 +125,11 @@ def test_the_runner_ignores_the_variable(monkeypatch, tmp_path):
     source = tmp_path / "src"
     source.mkdir()
     nb.metadata["kernelspec"] = {"name": "internvl-course", "display_name": "x", "language": "python"}
-    nbformat.write(nb, source / lessons.COURSE[0].filename)
+    nbformat.write(nb, source / plan.COURSE[0].filename)
     monkeypatch.setenv(PARAMS_ENV, "smoke")
-    result = runner.run_notebook(lessons.COURSE[0], {}, tmp_path / "out", source_dir=source)
+    result = runner.run_notebook(plan.COURSE[0], {}, tmp_path / "out", source_dir=source)
     assert result.status == "ok", result.error
-    executed = nbformat.read(tmp_path / "out" / lessons.COURSE[0].filename, as_version=4)
+    executed = nbformat.read(tmp_path / "out" / plan.COURSE[0].filename, as_version=4)
     assert executed.cells[2].outputs == [] and executed.cells[3].outputs[0].text == "100\n"
     assert os.environ[PARAMS_ENV] == "smoke"  # put back
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 nbformat = pytest.importorskip("nbformat")
-from internvl_course import lessons  # noqa: E402
+from internvl_course.course import plan  # noqa: E402
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -23,7 +23,7 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_conventions(path):
     assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), f"{path.name}: use NN_lowercase_name.ipynb"
-    assert path.name in {nb.filename for nb in lessons.COURSE}, f"{path.name} is not in lessons.COURSE"
+    assert path.name in {nb.filename for nb in plan.COURSE}, f"{path.name} is not in plan.COURSE"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "internvl-course"
@@ -38,8 +38,8 @@ def test_notebook_conventions(path):
 
 
 def test_smoke_params_only_name_real_parameters():
-    for number, params in lessons.SMOKE_PARAMS.items():
-        nb = next(n for n in lessons.COURSE if n.number == number)
+    for number, params in plan.SMOKE_PARAMS.items():
+        nb = next(n for n in plan.COURSE if n.number == number)
         source = next(c.source for c in nbformat.read(nb.path(), as_version=4).cells
                       if "parameters" in c.metadata.get("tags", []))
         assigned = {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for t in node.targets}

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from internvl_course import patterns
+from internvl_course.lessons import patterns
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from internvl_course import preprocess
-from internvl_course.preprocess import (IMAGENET_MEAN, IMAGENET_STD, ImageLoadError, choose_grid,
+from internvl_course.model import preprocess
+from internvl_course.model.preprocess import (IMAGENET_MEAN, IMAGENET_STD, ImageLoadError, choose_grid,
                                         dynamic_preprocess, load_image, num_image_tokens, open_image)
 
 TILE = 448

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from internvl_course import pretrain as P
-from internvl_course.corpus import DISHES
-from internvl_course.tiny import BASE_WEIGHTS, build_tiny_model
+from internvl_course.tiny import pretrain as P
+from internvl_course.data.words import DISHES
+from internvl_course.paths import BASE_WEIGHTS
+from internvl_course.tiny.build import build_tiny_model
 
 RECIPE = P.Recipe()
 
@@ -153,8 +154,8 @@ def test_shipped_base_fits_the_tiny_model_and_says_how_it_was_made(tiny_model):
 
 
 def test_the_base_carries_the_vocabulary_it_was_trained_with(tiny_model):
-    from internvl_course.tiny import BASE_TOKENIZER
-    from internvl_course.tokenizer_build import train_sentencepiece
+    from internvl_course.tiny.build import BASE_TOKENIZER
+    from internvl_course.tiny.internlm2_tokenizer import train_sentencepiece
 
     # Every tiny model built from the base uses the shipped tokenizer.model, whatever
     # sentencepiece version is installed (another version may train another vocabulary, and
@@ -213,5 +214,5 @@ def test_a_foreign_weights_file_is_named_in_the_error(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="other.safetensors was not written by internvl_course.pretrain"):
+    with pytest.raises(ValueError, match="other.safetensors was not written by internvl_course.tiny.pretrain"):
         P.read_metadata(tmp_path / "other.safetensors")

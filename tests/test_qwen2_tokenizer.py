@@ -23,8 +23,8 @@ from tokenizers import Tokenizer, pre_tokenizers
 from transformers import AutoTokenizer
 
 from conftest import REPO, TRAIN_PYTHON
-from internvl_course.corpus import corpus_sentences
-from internvl_course.model.qwen2_tokenizer import (
+from internvl_course.data.words import corpus_sentences
+from internvl_course.tiny.qwen2_tokenizer import (
     DEFAULT_VOCAB_SIZE,
     PRETOKENIZE_PATTERN,
     QWEN2_STOP_TOKENS,
@@ -154,7 +154,7 @@ def test_build_is_deterministic(built: Path, tmp_path: Path, python: str) -> Non
     executable = sys.executable if python == "this" else str(TRAIN_PYTHON)
     if not Path(executable).exists():
         pytest.skip("no train env (.venv-train)")
-    code = "import sys; from internvl_course.model.qwen2_tokenizer import build_qwen2_tokenizer as b; b(sys.argv[1])"
+    code = "import sys; from internvl_course.tiny.qwen2_tokenizer import build_qwen2_tokenizer as b; b(sys.argv[1])"
     result = subprocess.run([executable, "-c", code, str(tmp_path / "other")], capture_output=True, text=True,
                             timeout=120, env=os.environ | {"PYTHONHASHSEED": "12345"}, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr

@@ -10,13 +10,13 @@ import pytest
 from conftest import REPO
 
 nbformat = pytest.importorskip("nbformat")
-from internvl_course import lessons, runner  # noqa: E402
+from internvl_course.course import plan, runner  # noqa: E402
 
 pytestmark = pytest.mark.notebooks
 
 
 def test_smoke_and_full_params():
-    assert runner.load_params("smoke") is lessons.SMOKE_PARAMS
+    assert runner.load_params("smoke") is plan.SMOKE_PARAMS
     assert runner.load_params("full") == {}
 
 
@@ -48,12 +48,12 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     nb.metadata["kernelspec"] = {"name": "internvl-course", "display_name": "x", "language": "python"}
     source = tmp_path / "src"
     source.mkdir()
-    nbformat.write(nb, source / lessons.COURSE[0].filename)
-    result = runner.run_notebook(lessons.COURSE[0], {}, tmp_path / "out", source_dir=source)
+    nbformat.write(nb, source / plan.COURSE[0].filename)
+    result = runner.run_notebook(plan.COURSE[0], {}, tmp_path / "out", source_dir=source)
     assert result.status == "failed"
-    assert result.error.startswith(f"{lessons.COURSE[0].filename} failed in cell 2 ")
+    assert result.error.startswith(f"{plan.COURSE[0].filename} failed in cell 2 ")
     assert "ValueError: broken on purpose" in result.error
-    assert (tmp_path / "out" / lessons.COURSE[0].filename).exists()  # kept for reading
+    assert (tmp_path / "out" / plan.COURSE[0].filename).exists()  # kept for reading
 
 
 def test_cli_runs_the_setup_notebook_and_writes_a_summary(tmp_path):
@@ -65,7 +65,7 @@ def test_cli_runs_the_setup_notebook_and_writes_a_summary(tmp_path):
     [entry] = summary["results"]
     assert entry["notebook"] == "00_check_your_setup.ipynb" and entry["status"] == "ok"
     assert entry["published"]["doctor_problems"] == 0
-    assert entry["published"]["notebooks_ready"] == len(lessons.present())
+    assert entry["published"]["notebooks_ready"] == len(plan.present())
     assert entry["published"]["matmul_gflops"] > 0
     assert (tmp_path / "00_check_your_setup.ipynb").exists()
     assert "00_check_your_setup.ipynb | ok" in (tmp_path / "summary.md").read_text()

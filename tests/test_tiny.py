@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import MODEL_FILES, TRAIN_PYTHON
-from internvl_course.tiny import build_tiny_model
+from internvl_course.tiny.build import build_tiny_model
 
 # Run in either env: load with AutoModel/AutoTokenizer (slow and fast), chat two turns on a picture.
 LOAD_AND_CHAT = r"""
@@ -18,7 +18,7 @@ import torch
 import torchvision.transforms as T
 from transformers import AutoModel, AutoTokenizer
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
-from internvl_course.scenes import Piece, Scene, render
+from internvl_course.data.drawing import Piece, Scene, render
 path = sys.argv[1]
 model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
 auto_slow = AutoTokenizer.from_pretrained(path, trust_remote_code=True, use_fast=False)

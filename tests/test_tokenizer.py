@@ -19,7 +19,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from conftest import TRAIN_PYTHON
-from internvl_course.corpus import (
+from internvl_course.data.words import (
     COLOURS,
     CUISINES,
     DISHES,
@@ -31,7 +31,7 @@ from internvl_course.corpus import (
 )
 from internvl_course.modelcode.conversation import INTERNVL_SYSTEM_MESSAGE, get_conv_template
 from internvl_course.modelcode.tokenization_internlm2_fast import backend_from_sentencepiece
-from internvl_course.tokenizer_build import DEFAULT_VOCAB_SIZE, SPECIAL_TOKENS, build_tokenizer
+from internvl_course.tiny.internlm2_tokenizer import DEFAULT_VOCAB_SIZE, SPECIAL_TOKENS, build_tokenizer
 
 pytestmark = pytest.mark.train_env
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import TRAIN_PYTHON
-from internvl_course import trainenv
+from internvl_course.finetune import trainenv
 
 
 def test_train_env_imports_everything_it_needs():

@@ -51,7 +51,7 @@ def _question_and_image(tiny_llava_data):
 
 def test_chat_asks_the_fine_tuned_model_what_xtuner_trained_it_on(converted_model, training_prompt, tiny_llava_data,
                                                                    tiny_model):
-    from internvl_course.preprocess import load_image
+    from internvl_course.model.preprocess import load_image
 
     question, image = _question_and_image(tiny_llava_data)
     ids, tiles = training_prompt

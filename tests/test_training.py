@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from internvl_course import finetune, training
+from internvl_course.finetune import presets, training
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_curves_plot_loss_and_learning_rate(xtuner_run):
 
 def test_a_failure_raises_with_the_log_tail(tmp_path, tiny_model, tiny_llava_data):
     data_path, _ = tiny_llava_data
-    config = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    config = presets.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                    image_folder=tmp_path / "no-images-here", max_iters=2)
     with pytest.raises(training.TrainingFailed, match=r"(?s)exited with status [1-9].*Traceback.*Full log: "):
         training.train(config, tmp_path / "work", progress=False)
@@ -55,17 +55,17 @@ def test_a_failure_raises_with_the_log_tail(tmp_path, tiny_model, tiny_llava_dat
 
 
 def test_missing_config_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cfg.py does not exist; write one with finetune.write_config"):
+    with pytest.raises(FileNotFoundError, match="cfg.py does not exist; write one with presets.write_config"):
         training.train(tmp_path / "cfg.py", tmp_path / "work", progress=False)
 
 
 def test_killed_midway_then_resumed_from_the_last_checkpoint(tmp_path, tiny_model, tiny_llava_data):
     data_path, image_folder = tiny_llava_data
-    config = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    config = presets.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                    image_folder=image_folder, max_iters=14, save_steps=2, save_total_limit=-1)
     work = tmp_path / "work"
     # The command a student would run, in its own process group so that killing it also kills XTuner.
-    child = subprocess.Popen([sys.executable, "-m", "internvl_course.training", str(config), str(work)],
+    child = subprocess.Popen([sys.executable, "-m", "internvl_course.finetune.training", str(config), str(work)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
     while training.last_checkpoint(work) is None and child.poll() is None and time.monotonic() < deadline:
@@ -93,7 +93,7 @@ def test_a_run_with_other_settings_is_set_aside_not_resumed(tmp_path, tiny_model
     work = tmp_path / "work"
     shutil.copytree(done, work)  # a finished run of the 4-iteration config
     data_path, image_folder = tiny_llava_data
-    other = finetune.write_config(tmp_path / "other.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    other = presets.write_config(tmp_path / "other.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                   image_folder=image_folder, max_iters=2, save_steps=2, lr=1e-4)
     run = training.train(other, work, progress=False)
     assert run.resumed_from is None and run.checkpoint == work / "iter_2.pth"

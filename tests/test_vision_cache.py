@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from internvl_course import finetune
-from internvl_course.xtuner_launch import cache_vision_features
+from internvl_course.finetune import presets
+from internvl_course.finetune.launch import cache_vision_features
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_the_cache_refuses_a_vision_encoder_that_trains(tmp_path, tiny_model):
     data = tmp_path / "data.json"
     data.write_text('[{"image": "0.jpg", "conversations": []}]')
     with pytest.raises(ValueError, match="cache_vision_features=True needs freeze_visual_encoder=True"):
-        finetune.settings_for("cpu-tiny", model_path=tiny_model, data_path=data, image_folder=tmp_path,
+        presets.settings_for("cpu-tiny", model_path=tiny_model, data_path=data, image_folder=tmp_path,
                               cache_vision_features=True, freeze_visual_encoder=False)
 
 

@@ -14,11 +14,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from internvl_course import patterns, preprocess, viz  # noqa: E402
+from internvl_course.lessons import patterns, viz
+from internvl_course.model import preprocess  # noqa: E402
 from internvl_course.modelcode.configuration_internvl_chat import InternVLChatConfig  # noqa: E402
 from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel  # noqa: E402
 from internvl_course.modelcode.official_configs import INTERNVL2_2B_CONFIG  # noqa: E402
-from internvl_course.notebook import is_interactive  # noqa: E402
+from internvl_course.course.notebook import is_interactive  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

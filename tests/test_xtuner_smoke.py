@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 
-from internvl_course import finetune, trainenv
+from internvl_course.finetune import presets, trainenv
 
 pytestmark = pytest.mark.slow
 
 
 def test_one_iteration_of_xtuner_train_exits_0(tmp_path, tiny_model, tiny_llava_data):
     data_path, image_folder = tiny_llava_data
-    config = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    config = presets.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                    image_folder=image_folder, max_iters=1, save_steps=1)
-    result = trainenv.run_in_train_env(["-m", "internvl_course.xtuner_launch", str(config),
+    result = trainenv.run_in_train_env(["-m", "internvl_course.finetune.launch", str(config),
                                         "--work-dir", str(tmp_path / "work")], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Iter(train) [1/1]" in result.stdout + result.stderr
@@ -34,7 +34,7 @@ def test_one_iteration_of_xtuner_train_exits_0(tmp_path, tiny_model, tiny_llava_
 _SWITCHES = """
 import json, sys, torch
 from peft import LoraConfig
-from internvl_course.xtuner_launch import init_cpu_process_group, internvl_model
+from internvl_course.finetune.launch import init_cpu_process_group, internvl_model
 init_cpu_process_group()
 report = {}
 for fp32, checkpointing in ((False, True), (True, False)):
@@ -64,9 +64,9 @@ def test_the_cpu_switches_of_the_xtuner_model(tiny_model):
 
 def test_a_failing_run_returns_a_non_zero_status(tmp_path, tiny_model, tiny_llava_data):
     data_path, image_folder = tiny_llava_data
-    config = finetune.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
+    config = presets.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=tiny_model, data_path=data_path,
                                    image_folder=tmp_path / "no-images-here", max_iters=1)
-    result = trainenv.run_in_train_env(["-m", "internvl_course.xtuner_launch", str(config),
+    result = trainenv.run_in_train_env(["-m", "internvl_course.finetune.launch", str(config),
                                         "--work-dir", str(tmp_path / "work")], timeout=900)
     # XTuner crashes while loading the first picture; the status must say so (`xtuner train` says 0).
     assert result.returncode != 0

@@ -17,9 +17,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .paths import (COURSE_ENV_NAME, KERNEL_NAME, TRAIN_ENV_NAME, env_python, food_data_dir,
+from internvl_course.paths import (COURSE_ENV_NAME, KERNEL_NAME, TRAIN_ENV_NAME, env_python, food_data_dir,
                     repo_root, tiny_model_dir)
-from .trainenv import TrainEnvMissing, train_env_versions
+from internvl_course.finetune.trainenv import TrainEnvMissing, train_env_versions
 
 COURSE_ENV_PACKAGES = ("torch", "transformers", "lmdeploy", "gradio", "timm", "papermill", "nbval",
                        "jupyterlab", "internvl-course")
@@ -164,7 +164,7 @@ def check_artifact(name: str, path: Path, builder_module: str, marker: str) -> C
 def check_model(model_path: str | Path) -> list[Check]:
     """A model folder a student brings: its family, template, files and what will run, or the
     problem that stops it, with the fix (``model.folder.inspect_folder``)."""
-    from .model.folder import ModelFolderError, inspect_folder
+    from internvl_course.model.folder import ModelFolderError, inspect_folder
 
     try:
         folder = inspect_folder(model_path)
@@ -189,8 +189,8 @@ def run_checks(model_path: str | Path | None = None) -> list[Check]:
         *check_backends(cuda),
         check_flash_attn(),
         check_disk(),
-        check_artifact("embedded model", tiny_model_dir(), "internvl_course.tiny", "config.json"),
-        check_artifact("food dataset", food_data_dir(), "internvl_course.data", "train.json"),
+        check_artifact("embedded model", tiny_model_dir(), "internvl_course.tiny.build", "config.json"),
+        check_artifact("food dataset", food_data_dir(), "internvl_course.data.food_vqa", "train.json"),
         *model_rows,
     ]
 

@@ -38,7 +38,7 @@ def apply_params(number: str, namespace: dict[str, Any]) -> None:
     choice = os.environ.get(PARAMS_ENV, "")
     if not choice:
         return
-    from .runner import load_params
+    from internvl_course.course.runner import load_params
 
     changes = load_params(choice).get(number, {})
     unknown = sorted(set(changes) - set(namespace))

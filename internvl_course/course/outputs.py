@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from .fileio import atomic_write_text
-from .notebook import PARAMS_ENV
-from .paths import repo_root, work_dir
+from internvl_course.fileio import atomic_write_text
+from internvl_course.course.notebook import PARAMS_ENV
+from internvl_course.paths import repo_root, work_dir
 
 #: The id of the inserted cell: fixed, so that re-inserting it changes nothing in git.
 PARAMS_CELL_ID = "apply-params"
@@ -40,7 +40,7 @@ def params_cell_source(number: str) -> str:
     """The inserted cell's text; it names its notebook, since a kernel cannot know which one it runs."""
     return (f"# {PARAMS_ENV}=smoke (or a YAML/JSON file of values) runs this notebook with other values,\n"
             "# for example small ones under nbval; unset, as when you run it, this changes nothing.\n"
-            "from internvl_course.notebook import apply_params\n\n"
+            "from internvl_course.course.notebook import apply_params\n\n"
             f'apply_params("{number}", globals())')
 
 
@@ -208,7 +208,7 @@ def main(only: list[str], cells_only: bool = False) -> int:
     defaults in a fresh ``work_dirs``, and write each one that ran cleanly back into ``notebooks/``."""
     import nbformat
 
-    from .runner import fresh_work_dirs, main as run_main, select
+    from internvl_course.course.runner import fresh_work_dirs, main as run_main, select
 
     chosen = select(only)
     for nb in chosen:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import notebooks_dir
+from internvl_course.paths import notebooks_dir
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from .fileio import atomic_write_bytes, atomic_write_text
-from .lessons import COURSE, SMOKE_PARAMS, Notebook, missing, present
-from .notebook import PARAMS_ENV
-from .paths import KERNEL_NAME, tiny_model_dir, work_dir
-from .publish import read_published
+from internvl_course.fileio import atomic_write_bytes, atomic_write_text
+from internvl_course.course.plan import COURSE, SMOKE_PARAMS, Notebook, missing, present
+from internvl_course.course.notebook import PARAMS_ENV
+from internvl_course.paths import KERNEL_NAME, tiny_model_dir, work_dir
+from internvl_course.course.publish import read_published
 
 
 @dataclass

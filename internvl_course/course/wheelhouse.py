@@ -38,7 +38,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from .paths import TRAIN_ENV_NAME, env_python, repo_root
+from internvl_course.paths import TRAIN_ENV_NAME, env_python, repo_root
 
 ENVS = ("course", "train")
 #: The locks' packages published only as source archives (DeepSpeed: FACTS.md section 1; both are
@@ -223,7 +223,7 @@ def build_node(out: Path, have_file: Path, python_version: str, glibc: str, only
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m internvl_course.wheelhouse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="internvl-course wheelhouse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     for kind, default_python in (("full", "3.11"), ("node", "3.12")):
         p = sub.add_parser(kind, help="both envs, every pin" if kind == "full" else "what a GPU node lacks")

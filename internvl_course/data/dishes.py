@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .corpus import DISHES, Dish
-from .scenes import Piece, Scene, render
+from internvl_course.data.words import DISHES, Dish
+from internvl_course.data.drawing import Piece, Scene, render
 
 RGB = tuple[int, int, int]
 

@@ -14,7 +14,7 @@ it by default:
 
 The terms are printed on every run::
 
-    python -m internvl_course.foodieqa path/to/FoodieQA/sivqa_tidy.json --out sivqa_llava.json
+    internvl-course foodieqa path/to/FoodieQA/sivqa_tidy.json --out sivqa_llava.json
 
 The output has the tutorial's shape (``image`` = ``food_meta.food_file``, relative to the
 FoodieQA folder, which becomes XTuner's ``image_folder``), built by the same ``data.to_llava``
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .data import dumps, to_llava
-from .fileio import atomic_write_text
-from .validate import DatasetError, Problem, check_file, read_items
+from internvl_course.data.food_vqa import dumps, to_llava
+from internvl_course.fileio import atomic_write_text
+from internvl_course.data.validate import DatasetError, Problem, check_file, read_items
 
 LICENCE_TERMS = """\
 FoodieQA (lyan62/FoodieQA) is licensed CC BY-NC-ND 4.0: attribution, non-commercial, no
@@ -39,7 +39,7 @@ derivatives (https://creativecommons.org/licenses/by-nc-nd/4.0/). Its dataset ca
 only be used for evaluation, not for training models. This converter never changes the data's
 terms: evaluation use is always allowed; a training export needs --for-training together with
 --acknowledge-licence, by which you state that you have the right to train on it.
-The kit's own food dataset (data/food, python -m internvl_course.data) is free to train on."""
+The kit's own food dataset (data/food, internvl-course data) is free to train on."""
 
 PURPOSES = ("evaluation", "training")
 
@@ -100,7 +100,7 @@ def convert(sivqa_json: Path, out: Path, image_root: Path | None = None, purpose
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m internvl_course.foodieqa", description=__doc__,
+    parser = argparse.ArgumentParser(prog="internvl-course foodieqa", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sivqa_json", type=Path, help="your local FoodieQA sivqa_tidy.json")
     parser.add_argument("--out", type=Path, required=True, help="the LLaVA-format JSON to write")

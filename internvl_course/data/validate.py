@@ -26,7 +26,7 @@ from pathlib import Path, PurePath
 from collections.abc import Callable
 from typing import Any
 
-from .preprocess import ImageLoadError, open_image
+from internvl_course.model.preprocess import ImageLoadError, open_image
 
 
 class ProblemKind(str, Enum):

@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .fileio import atomic_directory
-from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES
-from .tokenizer_build import XTUNER_SYSTEM_MESSAGE
+from internvl_course.fileio import atomic_directory
+from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES
+from internvl_course.tiny.internlm2_tokenizer import XTUNER_SYSTEM_MESSAGE
+from internvl_course.paths import MODELCODE
 
-MODELCODE = Path(__file__).resolve().parent / "modelcode"
 # The prompt format XTuner 0.2.0 trains an InternLM2 LLM with, whatever the checkpoint's own
 # template: its InternVL dataset writes internlm2-chat turns (no newline after <|im_end|>), so an
 # InternVL2.5 fine-tune is served with that format, as it was trained.
@@ -225,9 +225,9 @@ def merge_adapter(model, adapter: Adapter) -> None:
 
 def sample_inputs(model, tokenizer) -> dict[str, torch.Tensor]:
     """A fixed picture and question, prompted as ``chat()`` prompts them: what the logit check runs."""
-    from .modelcode.conversation import get_conv_template
-    from .preprocess import build_transform
-    from .scenes import Piece, Scene, render
+    from internvl_course.modelcode.conversation import get_conv_template
+    from internvl_course.model.preprocess import build_transform
+    from internvl_course.data.drawing import Piece, Scene, render
 
     picture = render(Scene(pieces=(Piece("circle", "red", 2), Piece("square", "blue", 1))), seed=5)
     pixel_values = build_transform(model.config.force_image_size)(picture)[None]
@@ -259,10 +259,10 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
     if the merge (in float32) leaves ``EXACT`` or the written model does not match it (see
     ``EXACT``); the folder is then not put in place.
     """
-    from .model.folder import TOKENIZER_CODE_FILES, inspect_folder
-    from .model.load import load_model
-    from .model.prepare import tokenizer_config_for_kit
-    from .modelcode.modeling_internvl_chat import InternVLChatModel
+    from internvl_course.model.folder import TOKENIZER_CODE_FILES, inspect_folder
+    from internvl_course.model.load import load_model
+    from internvl_course.model.prepare import tokenizer_config_for_kit
+    from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
     base, out = Path(base_dir), Path(out_dir)
     folder = inspect_folder(base)  # a bad base folder is refused before the checkpoint is read
@@ -337,7 +337,7 @@ def _first_mismatch(folder: Path, merged: dict[str, torch.Tensor], dtype: torch.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m internvl_course.convert",
+    parser = argparse.ArgumentParser(prog="internvl-course convert",
                                      description="Merge an XTuner LoRA checkpoint into its base model and write "
                                                  "an official-format InternVL2 directory.")
     parser.add_argument("base_dir", help="the model directory that was fine-tuned")

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import ENGLISH_NAMES, LETTERS, question_and_choices, question_with_options
+from internvl_course.data.food_vqa import ENGLISH_NAMES, LETTERS, question_and_choices, question_with_options
 
 PROMPT_STYLES = ("foodieqa", "kit")
 #: The open question; the same words as the kit's dish question, without options.
@@ -269,7 +269,7 @@ def evaluate(pipe: Any, items: list[dict[str, Any]], image_root: Path, *, style:
     ``food_meta.food_file`` is relative to ``image_root``; validate them first
     (``validate.load_checked``). With ``open_ended``, each picture is also asked to name its dish.
     """
-    from .chat import GenerationConfig
+    from internvl_course.serve.chat import GenerationConfig
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -338,7 +338,7 @@ def label(name: str) -> str:
 
 
 def _thumbnail(path: Path, side: int = 160):
-    from .preprocess import open_image
+    from internvl_course.model.preprocess import open_image
 
     image = open_image(path)
     image.thumbnail((side, side))

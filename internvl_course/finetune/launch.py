@@ -2,7 +2,7 @@
 
 Usage (inside ``.venv-train``)::
 
-    python -m internvl_course.xtuner_launch CONFIG [xtuner.tools.train arguments ...]
+    python -m internvl_course.finetune.launch CONFIG [xtuner.tools.train arguments ...]
 
 On a CUDA machine this is plain ``xtuner.tools.train``. On a CPU it first sets up what XTuner
 0.2.0 cannot set up itself there (FACTS.md section 2): XTuner's InternVL model calls
@@ -46,7 +46,7 @@ def cache_vision_features(vision_model) -> dict[bytes, "torch.Tensor"]:
     dropout gives the same features for the same pixels each time (XTuner's InternVL dataset does
     not augment; an encoder configured with dropout or drop-path is refused).
     Tiles are keyed by a hash of their pixel bytes, so a hit returns exactly what the encoder
-    would compute. The pretraining stages of ``internvl_course.pretrain`` cache ViT features too.
+    would compute. The pretraining stages of ``internvl_course.tiny.pretrain`` cache ViT features too.
     Memory: tiles x (1 + patches) x width x 2 bytes, 94 MB for the kit's 720 training pictures
     but about 2 MB a tile at InternVL2-2B's width; on an H100 it saved nothing (the ViT is a small
     share of the step there, and hashing happens on the CPU), so the GPU presets leave it off.
@@ -128,7 +128,7 @@ def internvl_dataset(max_dynamic_patch: int | None = None, **kwargs):
 
 def main(argv: list[str]) -> None:
     if not argv:
-        raise SystemExit("usage: python -m internvl_course.xtuner_launch CONFIG [xtuner.tools.train arguments]")
+        raise SystemExit("usage: python -m internvl_course.finetune.launch CONFIG [xtuner.tools.train arguments]")
     import torch
 
     if not torch.cuda.is_available():

@@ -14,7 +14,7 @@ Presets:
   a picture (see the preset for what was measured).
 - ``cpu-tiny``: the embedded tiny model on a CPU. XTuner runs there with a plain
   ``OptimWrapper`` (its AMP wrapper asserts a GPU), gloo and no dataloader workers (FACTS.md
-  section 2); ``internvl_course.xtuner_launch`` sets up the rest.
+  section 2); ``internvl_course.finetune.launch`` sets up the rest.
 
 Every schedule warms up for at least two iterations: mmengine's LinearLR is chained, so a
 one-iteration warm-up leaves the learning rate at ``start_factor x lr`` for the whole run (seen
@@ -29,7 +29,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_text
+from internvl_course.fileio import atomic_write_text
 
 # Settings shared by every preset: XTuner's InternVL2-2B LoRA recipe (FACTS.md section 5).
 _BASE: dict[str, Any] = {
@@ -169,15 +169,15 @@ def settings_table(preset: str, **overrides: Any) -> str:
 
 
 _TEMPLATE = '''\
-# XTuner config written by internvl_course.finetune (preset {preset!r}). Edit the settings through
-# internvl_course.finetune.render_config(...) rather than here, so notebooks and tests agree.
+# XTuner config written by internvl_course.finetune.presets (preset {preset!r}). Edit the settings through
+# internvl_course.finetune.presets.render_config(...) rather than here, so notebooks and tests agree.
 import torch
 from mmengine.dataset import DefaultSampler
 from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR, OptimWrapper
 from peft import LoraConfig
 from torch.optim import AdamW
-from internvl_course.xtuner_launch import internvl_dataset, internvl_model
+from internvl_course.finetune.launch import internvl_dataset, internvl_model
 from xtuner.dataset.collate_fns import default_collate_fn
 from xtuner.dataset.samplers import LengthGroupedSampler
 from xtuner.engine.runner import TrainLoop
@@ -265,8 +265,8 @@ XTUNER_LLMS = ("InternLM2ForCausalLM", "Phi3ForCausalLM")
 def model_folder_for_xtuner(model_path: str | Path) -> Path:
     """The folder XTuner should load: checked, refused early if XTuner cannot train its LLM, and
     prepared with the kit's code when it is a download (``model.prepare``)."""
-    from .model.folder import ModelFolderError, inspect_folder
-    from .model.prepare import prepared_folder
+    from internvl_course.model.folder import ModelFolderError, inspect_folder
+    from internvl_course.model.prepare import prepared_folder
 
     folder = inspect_folder(model_path)
     if folder.llm_architecture not in XTUNER_LLMS:

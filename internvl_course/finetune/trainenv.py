@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from .paths import TRAIN_ENV_NAME, env_python
+from internvl_course.paths import TRAIN_ENV_NAME, env_python
 
 # Printed by the probe below; read with importlib.metadata so that nothing heavy is imported.
 TRAIN_ENV_PACKAGES = ("xtuner", "torch", "torchvision", "transformers", "deepspeed", "mmengine",

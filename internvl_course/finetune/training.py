@@ -1,7 +1,7 @@
 """Run XTuner training from a notebook: a live progress bar, kept logs, resume, loss curves.
 
 ``train(config, work_dir)`` runs ``xtuner.tools.train`` in the train env as a child process
-(``internvl_course.xtuner_launch``; under ``torchrun`` with DeepSpeed on a GPU) and returns only
+(``internvl_course.finetune.launch``; under ``torchrun`` with DeepSpeed on a GPU) and returns only
 when it has finished, with its real exit status (``xtuner train`` drops it, FACTS.md section 2).
 Every line XTuner prints goes to ``work_dir/logs/train-<time>.log``, which is never overwritten;
 the "Iter(train) [k/N] ... loss: ..." lines drive a tqdm bar with the loss and an ETA.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .trainenv import train_python
+from internvl_course.finetune.trainenv import train_python
 
 # mmengine's LoggerHook line: "... Iter(train) [ 12/480]  lr: 1.9e-04  eta: 0:03:10  time: 0.41
 # data_time: 0.01  memory: 0  loss: 2.3115" (memory only on a GPU).
@@ -99,7 +99,7 @@ def default_gpus(config: Path | None = None) -> int:
     """GPUs per node when ``train`` is not told: the config's ``gpus`` setting, else XTuner's
     NPROC_PER_NODE variable, else 1 with CUDA and 0 (the CPU) without."""
     if config is not None:
-        from .finetune import read_settings
+        from internvl_course.finetune.presets import read_settings
 
         gpus = read_settings(config).get("gpus")
         if gpus is not None:
@@ -117,7 +117,7 @@ def train_command(config: Path, work_dir: Path, resume: Path | None = None, gpus
     gpus = default_gpus(config) if gpus is None else gpus
     if gpus < 0:
         raise ValueError(f"gpus must be 0 (the CPU) or more, got {gpus}")
-    args = ["-m", "internvl_course.xtuner_launch", str(config), "--work-dir", str(work_dir)]
+    args = ["-m", "internvl_course.finetune.launch", str(config), "--work-dir", str(work_dir)]
     if gpus:
         nodes = [f"{flag}={os.environ[name]}" for name, flag in NODE_VARIABLES.items() if os.environ.get(name)]
         args = ["-m", "torch.distributed.run", f"--nproc_per_node={gpus}", *nodes, *args, "--launcher", "pytorch"]
@@ -144,7 +144,7 @@ def _parse_line(line: str) -> dict[str, float] | None:
 def _child_env() -> dict[str, str]:
     # Lines arrive as XTuner prints them, so the bar is live. A Jupyter kernel exports its inline
     # matplotlib backend, which the train env does not have: XTuner would die importing pyplot.
-    from .device import multicast_off
+    from internvl_course.device import multicast_off
 
     return multicast_off({**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
 
@@ -167,7 +167,7 @@ def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus
         raise FileNotFoundError(f"config {config} does not exist; write one with finetune.write_config(...)")
     gpus = default_gpus(config) if gpus is None else gpus
     if gpus:
-        from .device import check_gpu_count
+        from internvl_course.device import check_gpu_count
 
         check_gpu_count(gpus, "gpus")
     recorded = work / RUN_CONFIG
@@ -240,7 +240,7 @@ def parse_logs(work_dir: str | Path) -> list[dict[str, float]]:
 
 def plot_training(records: list[dict[str, float]]) -> tuple[Any, Any]:
     """Two figures (``viz.plot_curves``): the loss with its running mean, and the learning rate."""
-    from .viz import plot_curves
+    from internvl_course.lessons.viz import plot_curves
 
     if not records:
         raise ValueError("no training records: train first (or point at the work_dir that holds logs/)")
@@ -257,7 +257,7 @@ def plot_training(records: list[dict[str, float]]) -> tuple[Any, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m internvl_course.training",
+    parser = argparse.ArgumentParser(prog="internvl-course train",
                                      description="Train with XTuner in the train env (resumes by default).")
     parser.add_argument("config")
     parser.add_argument("work_dir")

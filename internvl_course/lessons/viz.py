@@ -1,7 +1,7 @@
 """The course's figures: every plot a lesson shows, so the notebooks stay a call and a sentence.
 
 Each ``plot_*`` function draws one matplotlib figure and returns it (in a notebook it shows
-itself). Lesson 1 pictures the design patterns (``internvl_course.patterns``); lessons 2 and 3
+itself). Lesson 1 pictures the design patterns (``internvl_course.lessons.patterns``); lessons 2 and 3
 picture InternVL2: a shape trace of the architecture, parameter counts, the model family, the
 tile grid on a picture, the token budget, and which patches pixel shuffle merges into a token.
 """
@@ -18,8 +18,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from . import patterns
-from .preprocess import choose_grid, load_image, num_image_tokens, tokens_per_tile
+from internvl_course.lessons import patterns
+from internvl_course.model.preprocess import choose_grid, load_image, num_image_tokens, tokens_per_tile
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -206,8 +206,8 @@ def trace_shapes(model, tokenizer, image: Image.Image, question: str = "What is 
     ``chat`` call them, so the trace checks itself: the image tokens must equal
     ``model.extract_feature`` (``max_diff_to_extract_feature``).
     """
-    from .modelcode.conversation import get_conv_template
-    from .modelcode.modeling_internvl_chat import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, pixel_shuffle
+    from internvl_course.modelcode.conversation import get_conv_template
+    from internvl_course.modelcode.modeling_internvl_chat import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, pixel_shuffle
 
     vision, llm = model.vision_model, model.language_model
     device, dtype = vision.embeddings.patch_embedding.weight.device, vision.embeddings.patch_embedding.weight.dtype
@@ -433,7 +433,7 @@ def demo_picture(kind: str, seed: int = 0, huge_width: int = 6000) -> Image.Imag
     """Pictures of telling shapes, drawn by ``scenes.render``: "portrait" (1:2, two plates
     stacked), "panorama" (6:1, a row of six plates), "tiny" (64x48), "huge" (3:2,
     ``huge_width`` wide), "square" (1000x1000)."""
-    from .scenes import Piece, Scene, render
+    from internvl_course.data.drawing import Piece, Scene, render
 
     def plate(k: int, size: int) -> Image.Image:
         colour = ("red", "green", "blue", "yellow", "purple", "orange")[(seed + k) % 6]
@@ -552,7 +552,7 @@ def plot_token_budget(max_nums: Sequence[int] = (1, 6, 12), heatmap_max_num: int
 def shuffled_patch_ids(side: int, version: str = "v2") -> np.ndarray:
     """[side/2, side/2, 4]: the patch numbers packed into each token's channels, found by running
     ``pixel_shuffle`` itself (ratio 0.5) on a grid whose only feature is the patch's own number."""
-    from .modelcode.modeling_internvl_chat import pixel_shuffle
+    from internvl_course.modelcode.modeling_internvl_chat import pixel_shuffle
 
     ids = torch.arange(side * side, dtype=torch.float32).reshape(1, side, side, 1)
     return pixel_shuffle(ids, 0.5, version)[0].long().numpy()
@@ -601,7 +601,7 @@ def plot_shuffle_versions(image: Image.Image, patch: int = 14, size: int = 448) 
     where the token sits. v2 keeps the picture upright; v1 leaves it transposed, the mistake a
     model trained with one version makes when fed the other.
     """
-    from .modelcode.modeling_internvl_chat import pixel_shuffle
+    from internvl_course.modelcode.modeling_internvl_chat import pixel_shuffle
 
     tile = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     pixels = torch.tensor(np.asarray(tile), dtype=torch.float32) / 255

@@ -6,5 +6,5 @@
   one loading path of chat, demo, evaluation, conversion and the lessons;
 - ``prepare``: ``prepared_folder(path, tool)`` hands LMDeploy and XTuner, which read folders
   themselves, a folder that runs the kit's code beside the checkpoint's linked weights;
-- ``qwen2_tokenizer``: the byte-level BPE tokenizer of the tiny InternVL2-1B stand-in.
+- ``preprocess``: from a picture to InternVL2's input: dynamic tiling, the tile transform.
 """

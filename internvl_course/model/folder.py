@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..modelcode.configuration_internvl_chat import LLM_ARCHITECTURES, MODEL_CODE_FILES
-from ..modelcode.conversation import get_conv_template
+from internvl_course.modelcode.configuration_internvl_chat import LLM_ARCHITECTURES, MODEL_CODE_FILES
+from internvl_course.modelcode.conversation import get_conv_template
+from internvl_course.paths import MODELCODE
 
 #: The architecture name of every InternVL2 / InternVL2.5 checkpoint (OpenGVLab's model class).
 INTERNVL_ARCHITECTURE = "InternVLChatModel"
 #: The kit's own tokenizer code, copied into every folder it writes for an InternLM2 family.
 TOKENIZER_CODE_FILES = ("tokenization_internlm2.py", "tokenization_internlm2_fast.py")
-MODELCODE = Path(__file__).resolve().parent.parent / "modelcode"
 
 #: The LLM families of OpenGVLab's InternVL2 and InternVL2.5 releases, by LLM class: a readable
 #: name, the checkpoints that use it, and the tokenizer files a download of it carries.
@@ -157,7 +157,7 @@ def _check_template(path: Path, config: dict[str, Any]) -> str:
     try:
         get_conv_template(template)
     except KeyError:
-        from ..modelcode.conversation import _TEMPLATES
+        from internvl_course.modelcode.conversation import _TEMPLATES
 
         raise ModelFolderError(
             f"{path / 'config.json'}: template {template!r} is not a chat template the kit knows "

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .folder import ModelFolder, ModelFolderError, inspect_folder
+from internvl_course.model.folder import ModelFolder, ModelFolderError, inspect_folder
 
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 
@@ -42,7 +42,7 @@ def load_tokenizer(model_path: str | Path, folder: ModelFolder | None = None):
 
     folder = folder or inspect_folder(model_path)
     if folder.uses_internlm2_tokenizer:
-        from ..modelcode.tokenization_internlm2 import InternLM2Tokenizer
+        from internvl_course.modelcode.tokenization_internlm2 import InternLM2Tokenizer
 
         return InternLM2Tokenizer.from_pretrained(str(folder.path))
     config_file = folder.path / "tokenizer_config.json"
@@ -75,7 +75,7 @@ def load_model(model_path: str | Path, dtype: Any = None, device: Any = "cpu", t
         model = AutoModel.from_pretrained(model_path, trust_remote_code=True, **_dtype_argument(dtype))
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True, use_fast=False)
     else:
-        from ..modelcode.modeling_internvl_chat import InternVLChatModel
+        from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
         folder = inspect_folder(model_path)
         tokenizer = load_tokenizer(model_path, folder)

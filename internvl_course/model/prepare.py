@@ -25,11 +25,12 @@ import os
 import shutil
 from pathlib import Path
 
-from ..fileio import atomic_directory, atomic_write_text
-from ..modelcode.configuration_internlm2 import LLM_AUTO_MAP
-from ..modelcode.configuration_internvl_chat import AUTO_MAP, MODEL_CODE_FILES
-from ..paths import work_dir
-from .folder import MODELCODE, TOKENIZER_CODE_FILES, ModelFolder, inspect_folder
+from internvl_course.fileio import atomic_directory, atomic_write_text
+from internvl_course.modelcode.configuration_internlm2 import LLM_AUTO_MAP
+from internvl_course.modelcode.configuration_internvl_chat import AUTO_MAP, MODEL_CODE_FILES
+from internvl_course.paths import work_dir
+from internvl_course.model.folder import TOKENIZER_CODE_FILES, ModelFolder, inspect_folder
+from internvl_course.paths import MODELCODE
 
 MANIFEST = "prepared_by_internvl_course.json"
 #: The kit's tokenizer classes for InternLM2 folders. The fast slot is empty: the kit's fast class
@@ -56,7 +57,7 @@ def tokenizer_config_for_kit(folder: ModelFolder, system_message: str | None = N
     """The folder's tokenizer_config.json, pointed at the kit's tokenizer code (InternLM2) or at
     transformers' own classes (no ``auto_map``), with the chat template of ``template`` (default:
     the folder's own) and ``system_message`` (default: the config's, else the template's)."""
-    from ..tokenizer_build import chat_template
+    from internvl_course.tiny.internlm2_tokenizer import chat_template
 
     config = json.loads((folder.path / "tokenizer_config.json").read_text(encoding="utf-8"))
     if folder.uses_internlm2_tokenizer:

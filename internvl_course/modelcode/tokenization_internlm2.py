@@ -7,7 +7,7 @@ on transformers 4.48 (``PreTrainedTokenizer`` in tokenization_utils) and 5.x (th
 tokenization_python): it only uses the hooks both versions share.
 
 Special tokens (``<|im_start|>``, ``<img>``, ...) are pieces of the sentencepiece model itself
-(user-defined symbols, see ``internvl_course.tokenizer_build``) and are also listed in
+(user-defined symbols, see ``internvl_course.tiny.internlm2_tokenizer``) and are also listed in
 ``added_tokens_decoder``, so transformers cuts them out of the text before sentencepiece sees it
 and each one is a single token with the id the model file gives it.
 """

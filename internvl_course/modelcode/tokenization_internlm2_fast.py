@@ -5,7 +5,7 @@ A model directory carries only ``tokenizer.model`` (as InternVL2-2B does), so wh
 itself, instead of relying on transformers' converter registry (which differs between 4.48 and
 5.x and has no entry for this class). It gives the same ids as ``InternLM2Tokenizer`` for the
 kit's models: unigram, byte fallback, identity normalisation, no dummy prefix, spaces kept
-(``internvl_course.tokenizer_build``). Written for this kit; copied into model directories.
+(``internvl_course.tiny.internlm2_tokenizer``). Written for this kit; copied into model directories.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .preprocess import ImageSource
+from internvl_course.model.preprocess import ImageSource
 
 BACKENDS = ("auto", "transformers", "lmdeploy", "pytorch", "turbomind")
 
@@ -156,7 +156,7 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
         return "transformers", "lmdeploy is not installed: using transformers"
     if requested == "pytorch":
         return "pytorch", "LMDeploy PyTorch engine requested"
-    from .doctor import turbomind_loads
+    from internvl_course.course.doctor import turbomind_loads
 
     loads, why = turbomind_loads()
     if requested == "turbomind":
@@ -190,8 +190,8 @@ class ChatPipeline:
     def __init__(self, model_path: str | Path | None = None, backend: str = "auto", tp: int = 1,
                  max_num: int | None = None, session_len: int = 8192, dtype: str = "auto",
                  quiet: bool = False, trust_remote_code: bool = False) -> None:
-        from .model.folder import inspect_folder
-        from .paths import tiny_model_dir
+        from internvl_course.model.folder import inspect_folder
+        from internvl_course.paths import tiny_model_dir
 
         self.model_path = Path(model_path) if model_path else tiny_model_dir()
         if not model_path and not (self.model_path / "config.json").is_file():
@@ -226,7 +226,7 @@ class ChatPipeline:
     def _load_transformers(self) -> None:
         import torch
 
-        from .model.load import load_model
+        from internvl_course.model.load import load_model
 
         self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         if self.dtype == "auto":
@@ -245,7 +245,7 @@ class ChatPipeline:
             raise ValueError("LMDeploy computes in float16 or bfloat16 only: use dtype='auto', 'float16' or "
                              "'bfloat16' with an LMDeploy backend (or backend='transformers' for float32)")
         if self.tp > 1:
-            from .device import check_gpu_count, multicast_off
+            from internvl_course.device import check_gpu_count, multicast_off
 
             check_gpu_count(self.tp, "tp")
             multicast_off()  # LMDeploy's worker processes inherit it
@@ -255,7 +255,7 @@ class ChatPipeline:
         if self.trust_remote_code:
             folder = self.model_path
         else:
-            from .model.prepare import prepared_folder
+            from internvl_course.model.prepare import prepared_folder
 
             folder = prepared_folder(self.model_path, "LMDeploy")
         self.engine = lmdeploy_pipeline(str(folder), trust_remote_code=True, log_level="ERROR",
@@ -264,7 +264,7 @@ class ChatPipeline:
 
     # -- chatting ------------------------------------------------------------------------------
     def _pixel_values(self, image: Any):
-        from .preprocess import load_image
+        from internvl_course.model.preprocess import load_image
 
         pixel_values = load_image(image, max_num=self.max_num, use_thumbnail=self.use_thumbnail)
         dtype = next(self.model.parameters()).dtype
@@ -277,7 +277,7 @@ class ChatPipeline:
 
         ``streamer`` (a transformers streamer) and ``control`` (to cancel) serve ``stream_chat``.
         """
-        from .preprocess import open_image
+        from internvl_course.model.preprocess import open_image
 
         gen_config = gen_config or GenerationConfig()
         text, image = _split_prompt(prompt)
@@ -305,7 +305,7 @@ class ChatPipeline:
             return
         from transformers import TextIteratorStreamer
 
-        from .modelcode.conversation import get_conv_template
+        from internvl_course.modelcode.conversation import get_conv_template
 
         stop = get_conv_template(self.model.template).stop_token
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
@@ -370,7 +370,7 @@ class ChatPipeline:
 
     def _stream_lmdeploy(self, prompt: str | tuple, session: Session,
                          gen_config: GenerationConfig) -> Iterator[tuple[str, Session]]:
-        from .preprocess import open_image
+        from internvl_course.model.preprocess import open_image
 
         text, image = _split_prompt(prompt)
         if image is not None:
@@ -389,7 +389,7 @@ class ChatPipeline:
 
     def batch(self, prompts: Sequence[str | tuple], gen_config: GenerationConfig | None = None) -> list[Response]:
         """Independent one-turn questions (a fresh session each), answered in one call."""
-        from .preprocess import open_image
+        from internvl_course.model.preprocess import open_image
 
         gen_config = gen_config or GenerationConfig()
         if self.backend == "transformers":

@@ -34,9 +34,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from .chat import ChatPipeline, GenerationConfig, Session, pipeline
-from .paths import food_data_dir, tiny_model_dir
-from .preprocess import ImageLoadError, open_image
+from internvl_course.serve.chat import ChatPipeline, GenerationConfig, Session, pipeline
+from internvl_course.paths import food_data_dir, tiny_model_dir
+from internvl_course.model.preprocess import ImageLoadError, open_image
 
 DEFAULT_PORT = 1096
 DEFAULT_MAX_UPLOAD_MB = 20
@@ -99,7 +99,7 @@ class ChatTab:
 
 def _scene_examples() -> list[ExamplePicture]:
     """A few dishes drawn with ``scenes.py``, for when the food dataset is not there."""
-    from .scenes import Piece, Scene, render
+    from internvl_course.data.drawing import Piece, Scene, render
 
     dishes = [
         (Scene(pieces=(Piece("crescent", "white", 6, 0.22),), plate="steamer"), "蒸饺 dumplings"),

@@ -26,16 +26,14 @@ from pathlib import Path
 
 import torch
 
-from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
-from .fileio import atomic_directory
-from .modelcode.official_configs import INTERNVL2_1B_CONFIG, INTERNVL2_2B_CONFIG, INTERNVL2_5_2B_CONFIG
-from .paths import tiny_model_dir
-from .tokenizer_build import build_tokenizer
+from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
+from internvl_course.fileio import atomic_directory
+from internvl_course.modelcode.official_configs import INTERNVL2_1B_CONFIG, INTERNVL2_2B_CONFIG, INTERNVL2_5_2B_CONFIG
+from internvl_course.paths import BASE_WEIGHTS, MODELCODE, tiny_model_dir
+from internvl_course.tiny.internlm2_tokenizer import build_tokenizer
 
-MODELCODE = Path(__file__).resolve().parent / "modelcode"
-# The talking base (internvl_course.pretrain): trained weights shipped with the kit's source, so
+# The talking base (internvl_course.tiny.pretrain): trained weights shipped with the kit's source, so
 # they sit beside the package, not under a movable work folder.
-BASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "tiny_base" / "model.safetensors"
 BASE_TOKENIZER = BASE_WEIGHTS.with_name("tokenizer.model")
 
 # InternViT-300M's settings (layer norm, qkv bias, layer scale, no q/k norm) at a tiny width.
@@ -80,7 +78,7 @@ def generation_config(tokenizer, family: str = "internvl2-2b") -> dict:
     """Stop on </s> or <|im_end|>, as InternVL2-2B's generation_config.json does (Qwen2: on
     <|im_end|> or <|endoftext|>)."""
     if _family(family)["tokenizer"] == "qwen2":
-        from .model.qwen2_tokenizer import qwen2_generation_config
+        from internvl_course.tiny.qwen2_tokenizer import qwen2_generation_config
 
         return qwen2_generation_config(tokenizer)
     return {"bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id,
@@ -118,7 +116,7 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
 
     - ``"base"`` (default): the kit's talking base, ``data/tiny_base/model.safetensors``, so that
       every lesson starts from a model that answers in sentences; the seeded random
-      initialisation while that file does not exist (before ``python -m internvl_course.pretrain``);
+      initialisation while that file does not exist (before ``internvl-course base``);
     - ``"random"`` (or None): the seeded random initialisation, what the base is trained from;
     - a path: a safetensors file of trained weights for this architecture.
 
@@ -130,7 +128,7 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
     """
     from safetensors.torch import load_file
 
-    from .modelcode.modeling_internvl_chat import InternVLChatModel
+    from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
     spec = _family(family)
     out = Path(out_dir) if out_dir is not None else tiny_model_dir()
@@ -141,12 +139,12 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
         if spec["tokenizer"] == "qwen2":
             from transformers import AutoTokenizer
 
-            from .model.qwen2_tokenizer import build_qwen2_tokenizer
+            from internvl_course.tiny.qwen2_tokenizer import build_qwen2_tokenizer
 
             build_qwen2_tokenizer(staging)
             tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=False)
         else:
-            from .modelcode.tokenization_internlm2 import InternLM2Tokenizer
+            from internvl_course.modelcode.tokenization_internlm2 import InternLM2Tokenizer
 
             build_tokenizer(staging, model=_tokenizer_for(weights_file), template=spec["config"]["template"])
             tokenizer = InternLM2Tokenizer.from_pretrained(staging)
@@ -158,7 +156,7 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ValueError(f"{weights_file} does not fit the tiny model: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}. Rebuild it with python -m internvl_course.pretrain.")
+                                 f"unexpected {unexpected[:5]}. Rebuild it with internvl-course base.")
         model.save_pretrained(staging, safe_serialization=True)
         for name in MODEL_CODE_FILES:
             shutil.copyfile(MODELCODE / name, staging / name)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from .modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
-from .fileio import atomic_directory
-from .tiny import MODELCODE, TINY_FAMILIES, generation_config
-from .tokenizer_build import build_tokenizer
+from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
+from internvl_course.fileio import atomic_directory
+from internvl_course.paths import MODELCODE
+from internvl_course.tiny.build import TINY_FAMILIES, generation_config
+from internvl_course.tiny.internlm2_tokenizer import build_tokenizer
 
 
 def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cuda",
@@ -31,7 +32,7 @@ def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cud
     ids that no tokenizer can decode). Weights are created on ``device`` (seconds on a GPU,
     minutes on a CPU) in ``dtype``; the folder is assembled beside ``out_dir`` and renamed.
     """
-    from .modelcode.modeling_internvl_chat import InternVLChatModel
+    from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
     spec = TINY_FAMILIES[family]
     out = Path(out_dir)
@@ -39,12 +40,12 @@ def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cud
         if spec["tokenizer"] == "qwen2":
             from transformers import AutoTokenizer
 
-            from .model.qwen2_tokenizer import build_qwen2_tokenizer
+            from internvl_course.tiny.qwen2_tokenizer import build_qwen2_tokenizer
 
             build_qwen2_tokenizer(staging)
             tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=False)
         else:
-            from .modelcode.tokenization_internlm2 import InternLM2Tokenizer
+            from internvl_course.modelcode.tokenization_internlm2 import InternLM2Tokenizer
 
             build_tokenizer(staging, template=spec["config"]["template"])
             tokenizer = InternLM2Tokenizer.from_pretrained(staging)
@@ -67,12 +68,18 @@ def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cud
     return out
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Build a random-weight InternVL2-2B-shaped model directory.")
+    parser = argparse.ArgumentParser(prog="internvl-course fullsize",
+                                     description="Build a random-weight InternVL2-2B- or -1B-shaped model directory.")
     parser.add_argument("out_dir")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--family", default="internvl2-2b", choices=sorted(TINY_FAMILIES))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(build_full_size_model(args.out_dir, device=args.device, family=args.family))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

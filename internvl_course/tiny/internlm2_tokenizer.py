@@ -17,11 +17,11 @@ from typing import Any
 
 import sentencepiece as spm
 
-from internvl_course.corpus import corpus_dialogues, corpus_sentences
+from internvl_course.data.words import corpus_dialogues, corpus_sentences
 from internvl_course.fileio import atomic_write_bytes, atomic_write_text
 from internvl_course.modelcode.conversation import INTERNVL_SYSTEM_MESSAGE, get_conv_template
+from internvl_course.paths import MODELCODE
 
-MODELCODE = Path(__file__).resolve().parent / "modelcode"
 CODE_FILES = ("tokenization_internlm2.py", "tokenization_internlm2_fast.py")
 
 # 1280 pieces: 3 control + 15 special + 256 byte pieces + about a thousand learned ones. The

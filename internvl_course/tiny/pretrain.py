@@ -25,7 +25,7 @@ Every sample is the exact prompt ``model.chat()`` builds (system message, ``<img
 ``<IMG_CONTEXT>`` + ``</img>\\n`` + question, internlm2-chat turns) and the loss falls on the
 answer tokens only. The vision encoder stays frozen after stage 0, so its features are
 computed once per picture and cached; that is what makes the whole recipe fit in a few CPU
-minutes. Rebuild the shipped weights with ``python -m internvl_course.pretrain``.
+minutes. Rebuild the shipped weights with ``internvl-course base``.
 """
 
 from __future__ import annotations
@@ -46,14 +46,15 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .corpus import COLOURS, CUISINES, DISHES, FLAVOURS, INGREDIENTS, NUMBERS, SHAPES, TABLEWARE
-from .data import LETTERS
-from .data import options as option_lines
-from .fileio import atomic_write_bytes
-from .modelcode.conversation import get_conv_template
-from .preprocess import IMAGE_SIZE, build_transform
-from .scenes import PLATES, Piece, Scene, render
-from .tiny import BASE_WEIGHTS, build_tiny_model
+from internvl_course.data.words import COLOURS, CUISINES, DISHES, FLAVOURS, INGREDIENTS, NUMBERS, SHAPES, TABLEWARE
+from internvl_course.data.food_vqa import LETTERS
+from internvl_course.data.food_vqa import options as option_lines
+from internvl_course.fileio import atomic_write_bytes
+from internvl_course.modelcode.conversation import get_conv_template
+from internvl_course.model.preprocess import IMAGE_SIZE, build_transform
+from internvl_course.data.drawing import PLATES, Piece, Scene, render
+from internvl_course.paths import BASE_WEIGHTS
+from internvl_course.tiny.build import build_tiny_model
 
 IGNORE_INDEX = -100  # labels that carry no loss (prompt, image, padding)
 THREADS = 2  # fixed, so that every run does the same floating-point sums in the same order
@@ -889,7 +890,7 @@ def probe(model, tokenizer, seed: int = 1000, images: int = 24, max_new_tokens: 
 def _random_tiny(seed: int):
     """The seeded random tiny model, its tokenizer and the tokenizer's sentencepiece model: what
     ``build_tiny_model(weights="random")`` writes."""
-    from .model.load import load_model
+    from internvl_course.model.load import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_model(Path(tmp) / "model", seed=seed, weights="random")
@@ -920,8 +921,8 @@ def read_metadata(path: str | Path = BASE_WEIGHTS) -> dict:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if METADATA_KEY not in meta:
-        raise ValueError(f"{path} was not written by internvl_course.pretrain (no {METADATA_KEY!r} metadata). "
-                         "Rebuild it with python -m internvl_course.pretrain.")
+        raise ValueError(f"{path} was not written by internvl_course.tiny.pretrain (no {METADATA_KEY!r} metadata). "
+                         "Rebuild it with internvl-course base.")
     return json.loads(meta[METADATA_KEY])
 
 
@@ -958,7 +959,7 @@ def train_base(out_path: str | Path = BASE_WEIGHTS, seed: int = 0, recipe: Recip
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m internvl_course.pretrain",
+    parser = argparse.ArgumentParser(prog="internvl-course base",
                                      description="Train the embedded tiny model's talking base (a few CPU minutes).")
     parser.add_argument("--out", default=str(BASE_WEIGHTS), help="safetensors file to write (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)

@@ -26,7 +26,7 @@ from tokenizers.trainers import BpeTrainer
 
 from internvl_course.fileio import atomic_write_text
 from internvl_course.modelcode.conversation import INTERNVL_SYSTEM_MESSAGE
-from internvl_course.tokenizer_build import INTERNVL_SPECIAL, MODEL_MAX_LENGTH, chat_template, training_sentences
+from internvl_course.tiny.internlm2_tokenizer import INTERNVL_SPECIAL, MODEL_MAX_LENGTH, chat_template, training_sentences
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
