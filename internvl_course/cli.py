@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 #: Verbs whose module parses its own arguments: ``internvl-course data build`` runs
@@ -66,13 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes the demo to your network")
 
     for verb, (_, help_text) in FORWARDED.items():
-        forwarded = sub.add_parser(verb, help=help_text, add_help=False)
-        forwarded.add_argument("args", nargs=argparse.REMAINDER)
+        sub.add_parser(verb, help=help_text, add_help=False)  # listed in --help; main() forwards it
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in FORWARDED:  # before argparse, which would take the verb's own --help
+        return importlib.import_module(FORWARDED[argv[0]][0]).main(argv[1:])
     args = parser.parse_args(argv)
-    if args.command in FORWARDED:
-        module = importlib.import_module(FORWARDED[args.command][0])
-        return module.main(args.args)
     if args.command == "doctor":
         from internvl_course.course.doctor import main as doctor_main
 
@@ -88,15 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return outputs_main(only=args.only, cells_only=args.cells_only)
     if args.command == "demo":
-        if importlib.util.find_spec("internvl_course.serve.demo") is None:
-            print("The chat demo is not built yet: it arrives with lesson 04 (chat with LMDeploy).",
-                  file=sys.stderr)
-            return 2
         from internvl_course.serve.demo import main as demo_main
 
         return demo_main(model=args.model, host=args.host, port=args.port)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    parser.error(f"unknown command {args.command}")  # a verb added above but not dispatched here
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 # NVLink multicast (NVLS) is off in every launch: NCCL's NVLS all-reduce and torch's symmetric
@@ -12,11 +10,9 @@ import torch
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
 
 
-def multicast_off(env: dict[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: this process's environment, changed in place) with multicast switched off."""
-    target = os.environ if env is None else env
-    target.update(MULTICAST_OFF)
-    return target  # type: ignore[return-value]
+def multicast_off(env: dict[str, str]) -> dict[str, str]:
+    """A copy of ``env`` with multicast switched off, for a child process to start with."""
+    return {**env, **MULTICAST_OFF}
 
 
 def check_gpu_count(wanted: int, what: str) -> None:

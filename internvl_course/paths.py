@@ -9,7 +9,9 @@ machines point the kit somewhere else.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 #: The names of the two environments the Makefile creates (see README, "Two environments").
 COURSE_ENV_NAME = ".venv"
@@ -64,3 +66,26 @@ def finetuned_model_dir(preset: str) -> Path:
     """Where lesson 07 writes the converted model of lesson 06's run (outside the run's folder:
     convert.py never writes into a checkpoint's folder)."""
     return work_dir() / "models" / f"internvl2-finetuned-{preset}"
+
+
+@contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, remove) environment variables for a block, then put back what was there.
+
+    For the few places where a child process or a library reads its settings from the environment
+    (papermill's kernels, LMDeploy's workers): the caller's environment is the same afterwards.
+    """
+    before = {name: os.environ.get(name) for name in values}
+
+    def apply(settings: dict[str, str | None]) -> None:
+        for name, value in settings.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(before)

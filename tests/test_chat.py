@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -34,6 +38,96 @@ def test_auto_backend_says_why(tiny_model, capsys):
 def test_lmdeploy_backends_refuse_a_cpu_with_a_fix(backend):
     with pytest.raises(RuntimeError, match="needs a CUDA GPU .* Use backend='transformers' or 'auto'"):
         chat.choose_backend(backend)
+
+
+def lmdeploy_pipe_stub(model_path, tp: int) -> chat.ChatPipeline:
+    """A ChatPipeline about to load LMDeploy, without __init__'s checks (there is no GPU here)."""
+    pipe = object.__new__(chat.ChatPipeline)
+    pipe.__dict__.update(model_path=model_path, backend="pytorch", tp=tp, dtype="auto", session_len=4096,
+                         trust_remote_code=True)  # LMDeploy gets the folder as it is: no prepared copy
+    return pipe
+
+
+def test_choosing_a_gpu_backend_starts_no_process(monkeypatch):
+    """The choice is made on every pipeline(): a cheap look in this process, not a 120 s child."""
+    pytest.importorskip("lmdeploy")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"choose_backend started a process: {args[:1]}")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "a test GPU")
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    backend, reason = chat.choose_backend("auto")
+    loads, why = chat.turbomind_loads()
+    assert backend == ("turbomind" if loads else "pytorch")
+    assert reason == ("CUDA GPU (a test GPU): using LMDeploy TurboMind" if loads
+                      else f"CUDA GPU, but TurboMind {why}: using LMDeploy's PyTorch engine")
+    assert chat.choose_backend("pytorch") == ("pytorch", "LMDeploy PyTorch engine requested")
+
+
+def test_a_wheel_without_turbomind_says_so(monkeypatch):
+    import importlib
+
+    def absent(name: str):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(importlib, "import_module", absent)
+    assert chat.turbomind_loads() == (False, "is not in this lmdeploy build")
+
+
+def test_tensor_parallel_loading_leaves_the_environment_as_it_was(tiny_model, monkeypatch):
+    """LMDeploy's workers start with NVLink multicast off; the caller's os.environ is unchanged after."""
+    lmdeploy = pytest.importorskip("lmdeploy")
+    from internvl_course import device
+
+    seen: dict[str, str | None] = {}
+
+    def fake_pipeline(path: str, **kwargs):
+        seen.update({name: os.environ.get(name) for name in device.MULTICAST_OFF})
+        return object()
+
+    monkeypatch.setattr(lmdeploy, "pipeline", fake_pipeline)
+    monkeypatch.setattr(device, "check_gpu_count", lambda wanted, what: None)
+    monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")  # the caller's own value comes back afterwards
+    monkeypatch.delenv("TORCH_SYMM_MEM_DISABLE_MULTICAST", raising=False)
+    before = dict(os.environ)
+    lmdeploy_pipe_stub(tiny_model, tp=2)._load_lmdeploy()
+    assert seen == device.MULTICAST_OFF, "LMDeploy starts its workers while multicast is off"
+    assert dict(os.environ) == before
+
+
+def test_nothing_patches_asyncio(tiny_model):
+    """Importing the serving modules, or loading LMDeploy inside a running event loop (a notebook),
+    leaves asyncio as it is: LMDeploy 0.18 runs its engine on its own loop thread."""
+    pytest.importorskip("lmdeploy")
+    script = f"""
+import asyncio
+before = (asyncio.run, asyncio.get_event_loop, asyncio.Task, type(asyncio.get_event_loop_policy()).get_event_loop)
+
+import lmdeploy
+import internvl_course.course.notebook, internvl_course.serve.chat, internvl_course.serve.demo
+from internvl_course.serve.chat import ChatPipeline
+
+lmdeploy.pipeline = lambda path, **kwargs: object()
+pipe = object.__new__(ChatPipeline)
+pipe.__dict__.update(model_path={str(tiny_model)!r}, backend="pytorch", tp=1, dtype="auto", session_len=4096,
+                     trust_remote_code=True)
+
+
+async def in_a_notebook():
+    pipe._load_lmdeploy()
+    return hasattr(asyncio.get_running_loop(), "_nest_patched")
+
+
+loop_patched = asyncio.run(in_a_notebook())
+after = (asyncio.run, asyncio.get_event_loop, asyncio.Task, type(asyncio.get_event_loop_policy()).get_event_loop)
+print(after == before, hasattr(asyncio, "_nest_patched"), loop_patched)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-3:] == ["True", "False", "False"], "asyncio was patched"
 
 
 def test_bad_arguments_are_named(tmp_path):
@@ -93,15 +187,26 @@ def test_greedy_is_repeatable_and_the_seed_repeats_sampling(pipe, picture):
         pipe.chat(("Describe.", picture), gen_config=seeded).response.text
 
 
-def test_streaming_ends_with_the_whole_reply_and_stops_when_dropped(pipe, picture):
+def test_streaming_ends_with_the_whole_reply_and_stops_when_dropped(pipe, picture, monkeypatch):
     config = GenerationConfig(max_new_tokens=8)
     outputs = list(pipe.stream_chat(("Describe.", picture), gen_config=config))
     text, session = outputs[-1]
     assert text == session.response.text and len(session.history) == 1
+
+    controls: list[chat.TurnControl] = []
+
+    class RecordedControl(chat.TurnControl):
+        def __init__(self) -> None:
+            super().__init__()
+            controls.append(self)
+
+    monkeypatch.setattr(chat, "TurnControl", RecordedControl)
     stream = pipe.stream_chat(("Describe.", picture), gen_config=GenerationConfig(max_new_tokens=500))
     next(stream)
-    stream.close()  # the reader went away: generation stops and the model is free again
-    assert pipe._lock.acquire(timeout=5)
+    stream.close()  # the reader went away: generation is told to stop and has ended when close() returns
+    [control] = controls
+    assert control._cancelled.is_set(), "closing the stream must cancel the generation"
+    assert pipe._lock.acquire(blocking=False), "the model must be free as soon as close() returns"
     pipe._lock.release()
 
 

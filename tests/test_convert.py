@@ -38,6 +38,8 @@ def test_writes_an_official_directory_that_loads_and_chats(converted):
     assert model.system_message == XTUNER_SYSTEM_MESSAGE
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert rendered.startswith(f"<|im_start|>system\n{XTUNER_SYSTEM_MESSAGE}<|im_end|>")
+    config = json.loads((result.out_dir / "config.json").read_text())
+    assert config["img_context_token_id"] == tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
 
 
 def test_merged_weights_are_base_plus_scaled_lora(converted, tiny_model):
@@ -70,7 +72,6 @@ def test_logit_check_is_tight_and_would_catch_a_wrong_merge(converted, tiny_mode
     # Without the adapter the logits are far outside the tolerance: the check measures something.
     model = InternVLChatModel.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model, trust_remote_code=True)
-    model.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
     model.system_message = XTUNER_SYSTEM_MESSAGE
     inputs = C.sample_inputs(model, tokenizer)
     plain = C._logits(model, inputs)

@@ -18,7 +18,7 @@ gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
 from internvl_course.serve.chat import ChatPipeline, GenerationConfig, pipeline  # noqa: E402
-from internvl_course.serve.demo import build_demo, check_upload, example_pictures  # noqa: E402
+from internvl_course.serve.demo import PictureChat, build_demo, check_upload, example_pictures  # noqa: E402
 from internvl_course.paths import tiny_model_dir  # noqa: E402
 from internvl_course.data.drawing import Piece, Scene, render  # noqa: E402
 
@@ -129,6 +129,19 @@ def test_example_pictures_one_dish_per_cuisine_else_drawn_dishes(tmp_path: Path,
                                   (food / "images/test/2.jpg", "叉烧 · 粤菜")]
 
 
+def test_a_picture_chat_shows_its_finished_turns() -> None:
+    from dataclasses import replace
+
+    from internvl_course.serve.chat import Session
+
+    chat = PictureChat("dish.jpg", "dish.jpg")
+    assert (chat.turns, chat.messages()) == (0, [])
+    chat = replace(chat, session=Session(history=[("What is it?", "Dumplings.")]))
+    assert chat.turns == 1
+    assert chat.messages() == [{"role": "user", "content": "What is it?"},
+                               {"role": "assistant", "content": "Dumplings."}]
+
+
 def test_check_upload_messages(pictures: dict[str, Path]) -> None:
     assert check_upload(str(pictures["dish"]), max_upload_mb=TEST_LIMIT_MB) is None
     assert "not a picture" in check_upload(str(pictures["fake"]), max_upload_mb=TEST_LIMIT_MB)
@@ -198,22 +211,27 @@ def test_sliders_reach_the_generation_config(url: str, pictures: dict[str, Path]
 def test_starting_over_during_an_answer_drops_that_answer(url: str, pictures: dict[str, Path],
                                                            chat_pipe: ChatPipeline,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
+    import threading
 
     real_stream = chat_pipe.stream_chat
+    mid_answer, started_over = threading.Event(), threading.Event()
 
-    def slow_stream(*args, **kwargs):  # the real model, slowed so that "start over" lands mid-answer
-        for piece in real_stream(*args, **kwargs):
-            time.sleep(0.1)
-            yield piece
+    def held_stream(*args, **kwargs):
+        """The real model's reply, held after its first piece until the test has started over."""
+        pieces = real_stream(*args, **kwargs)
+        yield next(pieces)
+        mid_answer.set()  # the demo has shown the first piece and asks for the next
+        if not started_over.wait(timeout=120):  # a guard against hanging, not a timing
+            raise AssertionError("the test never started over")
+        yield from pieces
 
-    monkeypatch.setattr(chat_pipe, "stream_chat", slow_stream)
+    monkeypatch.setattr(chat_pipe, "stream_chat", held_stream)
     c = client(url)
     upload(c, pictures["dish"])
     job = c.submit("What is on the plate?", 0.0, 1.0, SHORT, api_name="/chat")
-    while not job.outputs():
-        time.sleep(0.05)
-    c.predict(api_name="/restart")
+    assert mid_answer.wait(timeout=120), "the answer never started"
+    c.predict(api_name="/restart")  # handled while the answer is held mid-way
+    started_over.set()
     chat, _, _ = job.result()
     assert chat == [], "the dropped answer does not come back on the page"
     chat, _, status = ask(c, "Hello?")

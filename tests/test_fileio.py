@@ -76,3 +76,38 @@ def test_atomic_directory_failure_leaves_nothing_and_keeps_the_old(tmp_path):
             raise RuntimeError("half way")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert [p.name for p in (tmp_path / "model").iterdir()] == ["old"]
+
+
+def _refuse_umask(mask: int) -> int:
+    raise AssertionError("os.umask was called: setting the mask, even back again, changes it for every thread")
+
+
+def test_the_umask_is_read_without_being_set(tmp_path, monkeypatch):
+    from internvl_course.fileio import atomic_directory
+
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", _refuse_umask)
+        target = atomic_write_text(tmp_path / "config.json", "{}")
+        with atomic_directory(tmp_path / "model") as staging:
+            (staging / "weights").write_bytes(b"x")
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "model" / "weights").stat().st_mode & 0o777 == 0o640
+
+
+def test_the_umask_is_read_without_proc_too(tmp_path, monkeypatch):
+    """Where /proc/self/status is missing (macOS, a sandbox), a child shell reports the mask."""
+    from internvl_course import fileio
+
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", _refuse_umask)
+        monkeypatch.setattr(fileio, "PROC_STATUS", tmp_path / "no-proc" / "status")
+        assert fileio.current_umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)

@@ -302,7 +302,8 @@ def foodie_copy(tmp_path: Path) -> Path:
 
 def test_foodieqa_evaluation_export_needs_no_flag_and_prints_the_terms(foodie_copy, tmp_path):
     said: list[str] = []
-    result = foodieqa.convert(foodie_copy, tmp_path / "eval.json", echo=said.append)
+    result = foodieqa.export_sivqa(foodie_copy, tmp_path / "eval.json", echo=said.append)
+    assert isinstance(result, foodieqa.FoodieQAExport)
     assert "CC BY-NC-ND 4.0" in said[0] and "evaluation" in said[0]
     assert result.written == 2 and result.image_folder == foodie_copy.parent
     llava = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
@@ -315,7 +316,7 @@ def test_foodieqa_evaluation_export_needs_no_flag_and_prints_the_terms(foodie_co
 def test_foodieqa_training_export_needs_the_acknowledgement(foodie_copy, tmp_path, capsys):
     out = tmp_path / "train.json"
     with pytest.raises(foodieqa.LicenceNotAcknowledged, match="evaluation only"):
-        foodieqa.convert(foodie_copy, out, purpose="training", echo=lambda _: None)
+        foodieqa.export_sivqa(foodie_copy, out, purpose="training", echo=lambda _: None)
     assert not out.exists()
     assert foodieqa.main([str(foodie_copy), "--out", str(out), "--for-training"]) == 2
     captured = capsys.readouterr()
@@ -328,7 +329,7 @@ def test_foodieqa_training_export_needs_the_acknowledgement(foodie_copy, tmp_pat
 def test_foodieqa_problems_stop_the_conversion_or_drop_their_items(foodie_copy, tmp_path):
     (foodie_copy.parent / "images" / "1.jpg").unlink()
     with pytest.raises(DatasetError, match=r"\[missing_image\].*item 1 \(1\)"):
-        foodieqa.convert(foodie_copy, tmp_path / "x.json", echo=lambda _: None)
-    result = foodieqa.convert(foodie_copy, tmp_path / "x.json", drop_invalid=True, echo=lambda _: None)
+        foodieqa.export_sivqa(foodie_copy, tmp_path / "x.json", echo=lambda _: None)
+    result = foodieqa.export_sivqa(foodie_copy, tmp_path / "x.json", drop_invalid=True, echo=lambda _: None)
     assert result.written == 1 and [p.item for p in result.dropped] == [1]
     assert [entry["image"] for entry in json.loads((tmp_path / "x.json").read_text())] == ["images/0.jpg"]

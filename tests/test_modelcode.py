@@ -424,6 +424,47 @@ def test_batch_chat_matches_one_by_one_chat(chat_setup) -> None:
     assert tokenizer.padding_side == "right"  # restored
 
 
+def test_batch_chat_with_no_questions_returns_no_replies(chat_setup) -> None:
+    model, tokenizer, prompts = chat_setup
+    assert model.batch_chat(tokenizer, None, [], dict(max_new_tokens=4)) == []
+    assert prompts == []  # nothing was generated
+
+
+def test_img_context_token_id_is_read_from_and_written_to_the_config(tmp_path: Path) -> None:
+    """The id lives in config.json; XTuner's ``model.img_context_token_id = ...`` lands there too."""
+    config = tiny_chat_config()
+    config.img_context_token_id = 7
+    model = InternVLChatModel(config).eval()
+    assert model.img_context_token_id == 7
+    model.img_context_token_id = 5  # what XTuner does after loading
+    assert model.config.img_context_token_id == 5
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))["img_context_token_id"] == 5
+    assert InternVLChatModel.from_pretrained(tmp_path).img_context_token_id == 5
+    # An official config names none: forward then says how to give it.
+    with pytest.raises(ValueError, match="config.img_context_token_id is None.*load_model"):
+        tiny_chat_model().merge_image_features(torch.zeros(1, 3, 32), torch.zeros(1, 3, dtype=torch.long),
+                                               torch.zeros(0, 32))
+
+
+def test_chat_takes_the_id_from_the_tokenizer_only_when_the_config_has_none(chat_setup) -> None:
+    model, tokenizer, _ = chat_setup
+    assert model.img_context_token_id is None
+    pixel_values = torch.randn(1, 3, 448, 448)
+    model.chat(tokenizer, pixel_values, "Hi?", dict(max_new_tokens=1))
+    assert model.config.img_context_token_id == tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+    model.img_context_token_id = 99  # a config that disagrees with the tokenizer is named, not guessed
+    with pytest.raises(ValueError, match="img_context_token_id is 99, but the tokenizer gives <IMG_CONTEXT> the id 5"):
+        model.chat(tokenizer, pixel_values, "Hi?", dict(max_new_tokens=1))
+
+
+def test_a_picture_without_an_image_marker_is_refused(chat_setup) -> None:
+    model, tokenizer, _ = chat_setup
+    with pytest.raises(ValueError, match="2 picture.*1 <image> marker"):
+        model.chat(tokenizer, torch.randn(2, 3, 448, 448), "<image> Which is bigger?", dict(max_new_tokens=1),
+                   num_patches_list=[1, 1])
+
+
 def test_generate_with_image_cache_equals_no_cache() -> None:
     model = tiny_chat_model()
     model.img_context_token_id = 5

@@ -95,3 +95,64 @@ def test_widgets_and_demos_start_only_when_interactive(path):
         for node in starts:
             assert "is_interactive()" in source and _guarded(node, parents), (
                 f"{path.name}: `{ast.unparse(node)[:60]}` must sit under an if that follows notebook.is_interactive()")
+
+
+def _kit_callables(tree: ast.Module) -> dict[str, object]:
+    """The names a notebook cell imports from internvl_course, bound to the objects they name."""
+    import importlib
+
+    names: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("internvl_course"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):  # a submodule: `from internvl_course.data import food_vqa`
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                names[alias.asname or alias.name] = getattr(module, alias.name)
+    return names
+
+
+def _called(node: ast.Call, kit: dict[str, object]) -> tuple[str, object] | None:
+    """``f(...)`` or ``module.f(...)`` where ``f`` comes from the kit."""
+    import types
+
+    if isinstance(node.func, ast.Name) and node.func.id in kit:
+        return node.func.id, kit[node.func.id]
+    if (isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+            and isinstance(kit.get(node.func.value.id), types.ModuleType)):
+        module = kit[node.func.value.id]
+        return f"{node.func.value.id}.{node.func.attr}", getattr(module, node.func.attr, None)
+    return None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_call_of_a_kit_function_fits_its_signature(path):
+    """Code that only runs interactively (a demo, a widget) is never executed headless: a wrong
+    keyword there would first fail in front of a student. So each call of a function or class the
+    notebook imports from the kit is bound to its signature here."""
+    import inspect
+
+    nb = nbformat.read(path, as_version=4)
+    tree = ast.parse("\n".join(c.source for c in nb.cells if c.cell_type == "code"))
+    kit = _kit_callables(tree)
+    checked = 0
+    for node in ast.walk(tree):
+        found = _called(node, kit) if isinstance(node, ast.Call) else None
+        if found is None:
+            continue
+        name, target = found
+        assert target is not None, f"{path.name} line {node.lineno} of its code: {name} does not exist"
+        if not callable(target):
+            continue
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            continue
+        try:
+            signature = inspect.signature(target)
+        except (TypeError, ValueError):
+            continue
+        try:
+            signature.bind(*node.args, **{k.arg: None for k in node.keywords})
+        except TypeError as error:
+            raise AssertionError(f"{path.name} line {node.lineno} of its code: {name}(...): {error}") from None
+        checked += 1
+    assert checked or not kit or path.name.startswith("00"), f"{path.name}: no call of a kit function was checked"

@@ -20,10 +20,10 @@ def one_thread():
 
 
 def test_shapes_are_distinct_masks():
-    masks = {s: patterns.shape_mask(s, 24, 12, 12, 8) for s in patterns.SHAPES}
+    masks = {s: patterns.shape_mask(s, 24, 12, 12, 8) for s in patterns.SHAPE_NAMES}
     assert all(m.sum() > 20 for m in masks.values())
-    for a in patterns.SHAPES:
-        for b in patterns.SHAPES:
+    for a in patterns.SHAPE_NAMES:
+        for b in patterns.SHAPE_NAMES:
             if a < b:
                 assert (masks[a] != masks[b]).sum() > 10, (a, b)
     with pytest.raises(ValueError, match="unknown shape"):
@@ -44,7 +44,7 @@ def test_captioned_pictures_captions_match_labels_and_are_reproducible():
     assert data.images.shape == (64, 3, 24, 24)
     for caption, colour, shape, ids in zip(data.captions, data.colours, data.shapes, data.token_ids):
         words = caption.split()
-        assert patterns.COLOUR_NAMES[colour] in words and patterns.SHAPES[shape] in words
+        assert patterns.COLOUR_NAMES[colour] in words and patterns.SHAPE_NAMES[shape] in words
         assert [patterns.VOCAB[i] for i in ids if i >= 0] == words
     assert data.classes.max() < 24
     again = patterns.captioned_pictures(64, seed=3)
@@ -100,7 +100,7 @@ def test_cross_modal_attention_weights_and_demo():
 def test_hierarchy_levels_shrink():
     levels = patterns.TinyHierarchy()(patterns.picture([("green", "cross")], size=64)[None])
     assert levels["edges"].shape == (1, 64, 64)
-    assert levels["regions"].shape == (1, len(patterns.COLOURS), 8, 8)
+    assert levels["regions"].shape == (1, len(patterns.PALETTE), 8, 8)
     assert levels["present"].argmax().item() == patterns.COLOUR_NAMES.index("green")
     assert not any(p.requires_grad for p in patterns.TinyHierarchy().parameters())
 

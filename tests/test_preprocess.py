@@ -1,7 +1,7 @@
-"""Dynamic tiling decides like InternVL (FACTS.md section 4), and load_image reads real-world files.
+"""Dynamic tiling decides like InternVL (docs/design.md, "InternVL2"), and load_image reads real-world files.
 
 The grid acceptance test compares ``choose_grid`` with a reference written here from the
-description in FACTS.md, in a different shape: instead of InternVL's running "best so far" loop
+description in docs/design.md, in a different shape: instead of InternVL's running "best so far" loop
 it collects every grid at the smallest distance and applies the tie rule to that set.
 """
 
@@ -23,7 +23,7 @@ TILE = 448
 
 
 def reference_grid(width: int, height: int, max_num: int, min_num: int = 1) -> tuple[int, int]:
-    """FACTS.md section 4, read literally.
+    """docs/design.md, "InternVL2" (dynamic tiling), read literally.
 
     Candidates: every (i, j) with min_num <= i*j <= max_num, sorted by i*j. Choose the one whose
     i/j is closest to width/height (as floats, like InternVL). Among exact ties the first is

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from internvl_course.tiny import pretrain as P
+from internvl_course.tiny import table_talk as T
 from internvl_course.data.words import DISHES
 from internvl_course.paths import BASE_WEIGHTS
 from internvl_course.tiny.build import build_tiny_model
@@ -17,13 +18,13 @@ from internvl_course.tiny.build import build_tiny_model
 RECIPE = P.Recipe()
 
 
-def _all_training_conversations(seed: int = 0) -> list[P.Conversation]:
+def _all_training_conversations(seed: int = 0) -> list[T.TableTalk]:
     """Every conversation the shipped recipe trains on, exactly as train_model draws them."""
-    scenes = P.random_scenes(seed, RECIPE.images)
+    scenes = T.random_scenes(seed, RECIPE.images)
     size = RECIPE.batch_size
-    return (P.conversations(scenes, RECIPE.stage1_steps * size, seed, P.CAPTIONS)
-            + P.conversations(scenes, RECIPE.look_steps * size, seed + 1, P.LOOK)
-            + P.conversations(scenes, RECIPE.talk_steps * size, seed + 2, P.TALK))
+    return (T.conversations(scenes, RECIPE.stage1_steps * size, seed, T.CAPTIONS)
+            + T.conversations(scenes, RECIPE.look_steps * size, seed + 1, T.LOOK)
+            + T.conversations(scenes, RECIPE.talk_steps * size, seed + 2, T.TALK))
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +102,10 @@ def test_both_stages_see_the_same_prompt_chat_builds(tiny_model):
 
     model = InternVLChatModel.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model, trust_remote_code=True)
-    scene = P.random_scenes(7, 1)[0]
-    talk = P.random_conversation(scene, 0, random.Random(3), P.Mix(P.TALK.kinds, max_turns=3, multiple_choice=0.5))
+    scene = T.random_scenes(7, 1)[0]
+    talk = T.random_conversation(scene, 0, random.Random(3), T.Mix(T.TALK.kinds, max_turns=3, multiple_choice=0.5))
     while len(talk.turns) < 3:
-        talk = P.random_conversation(scene, 0, random.Random(len(talk.turns) + 10), P.TALK)
+        talk = T.random_conversation(scene, 0, random.Random(len(talk.turns) + 10), T.TALK)
     ids, labels = P.encode(talk, tokenizer, model.template, model.system_message, model.num_image_token)
 
     seen: list[list[int]] = []

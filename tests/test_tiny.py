@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import MODEL_FILES, TRAIN_PYTHON
-from internvl_course.tiny.build import build_tiny_model
+from internvl_course.tiny.build import build_tiny_model, lay_out_as_download
 
 # Run in either env: load with AutoModel/AutoTokenizer (slow and fast), chat two turns on a picture.
 LOAD_AND_CHAT = r"""
@@ -52,6 +52,29 @@ def test_model_directory_has_the_official_files(tiny_model):
     assert (config["force_image_size"], config["vision_config"]["patch_size"], config["downsample_ratio"]) == (448, 14, 0.5)
     assert config["use_thumbnail"] and config["dynamic_image_size"] and config["ps_version"] == "v2"
     assert config["template"] == "internlm2-chat"
+    # The kit's folders name the id of <IMG_CONTEXT>, so the model knows it without a tokenizer.
+    from internvl_course.modelcode.tokenization_internlm2 import InternLM2Tokenizer
+
+    assert config["img_context_token_id"] == InternLM2Tokenizer.from_pretrained(tiny_model).convert_tokens_to_ids(
+        "<IMG_CONTEXT>")
+
+
+def test_a_download_names_no_image_token_id_and_loading_fills_it_from_the_tokenizer(tmp_path, tiny_model):
+    from internvl_course.model.folder import ModelFolderError
+    from internvl_course.model.load import load_model
+
+    download = lay_out_as_download(tiny_model, tmp_path / "download")
+    config = json.loads((download / "config.json").read_text())
+    assert "img_context_token_id" not in config  # OpenGVLab's configs have no such field
+    kit_config = json.loads((tiny_model / "config.json").read_text())
+    assert config == {k: v for k, v in kit_config.items() if k != "img_context_token_id"}
+    model, tokenizer = load_model(download)
+    assert model.img_context_token_id == kit_config["img_context_token_id"]
+    # A config whose id is not the tokenizer's is named, with the way out.
+    (download / "config.json").write_text(json.dumps({**config, "img_context_token_id": 3}))
+    with pytest.raises(ModelFolderError, match=r"config.json: img_context_token_id is 3, but the tokenizer "
+                                               "gives <IMG_CONTEXT> the id .*remove the field"):
+        load_model(download)
 
 
 def _digests(folder):
@@ -88,3 +111,15 @@ def test_loads_and_chats_in_both_envs(tiny_model, env, repo):
     assert out["same_ids"]
     assert out["vocab"] == out["tokenizer_len"]
     assert "flash_attn is not installed" in result.stderr  # XTuner-style flash request fell back cleanly
+
+
+def test_fullsize_refuses_an_existing_folder_before_building_anything(tmp_path, monkeypatch):
+    """A full-size model takes minutes to initialise on a CPU: an existing folder is named first."""
+    from internvl_course.tiny import fullsize
+
+    built = []
+    monkeypatch.setattr(fullsize, "family_tokenizer", lambda family: built.append(family))
+    (tmp_path / "full").mkdir()
+    with pytest.raises(FileExistsError, match="full already exists"):
+        fullsize.build_full_size_model(tmp_path / "full", device="cpu")
+    assert built == [] and list((tmp_path / "full").iterdir()) == []

@@ -8,7 +8,6 @@ makes the exit status 1, so an instructor can run it before class and a script c
 from __future__ import annotations
 
 import importlib.metadata as md
-import importlib.util
 import json
 import platform
 import shutil
@@ -17,8 +16,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from internvl_course.paths import (COURSE_ENV_NAME, KERNEL_NAME, TRAIN_ENV_NAME, env_python, food_data_dir,
-                    repo_root, tiny_model_dir)
+from internvl_course.paths import KERNEL_NAME, TRAIN_ENV_NAME, food_data_dir, repo_root, tiny_model_dir
 from internvl_course.finetune.trainenv import TrainEnvMissing, train_env_versions
 
 COURSE_ENV_PACKAGES = ("torch", "transformers", "lmdeploy", "gradio", "timm", "papermill", "nbval",
@@ -103,20 +101,6 @@ def check_torch() -> tuple[Check, Check, bool]:
     return (Check("torch", OK, f"{torch.__version__} (CUDA {cuda_build})"), Check("GPU", OK, gpu), True)
 
 
-def turbomind_loads() -> tuple[bool, str]:
-    """Whether TurboMind, a compiled extension that needs CUDA 12 libraries, loads here (tried in a
-    subprocess), and if not, why, phrased to follow the word "TurboMind"."""
-    spec = importlib.util.find_spec("lmdeploy")
-    if spec is None or not any(Path(p).glob("turbomind/_turbomind*.so") for p in spec.submodule_search_locations or []):
-        return False, "is not in this lmdeploy build"
-    result = subprocess.run([sys.executable, "-c", "import lmdeploy.turbomind._turbomind"],
-                            capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return False, f"does not load here ({last})"
-    return True, "loads"
-
-
 def check_backends(cuda: bool) -> list[Check]:
     rows = [Check("chat: transformers", OK, "runs here (" + ("CUDA" if cuda else "CPU") + "), the model's own code")]
     if _version("lmdeploy") is None:
@@ -131,6 +115,8 @@ def check_backends(cuda: bool) -> list[Check]:
         rows.append(Check("chat: lmdeploy pytorch", NO, "triton is not installed (the PyTorch engine needs it)"))
     else:
         rows.append(Check("chat: lmdeploy pytorch", OK, "runs here"))
+    from internvl_course.serve.chat import turbomind_loads  # the check the chat backend choice makes
+
     loads, why = turbomind_loads()
     rows.append(Check("chat: lmdeploy turbomind", OK if loads else NO,
                       "runs here" if loads else f"TurboMind {why}; the PyTorch engine is used instead"))
@@ -152,12 +138,10 @@ def check_disk() -> Check:
     return Check("free disk", OK, f"{free_gb:.0f} GB free at {repo_root()}")
 
 
-def check_artifact(name: str, path: Path, builder_module: str, marker: str) -> Check:
-    """A generated artefact: built, missing (with the command that builds it), or not in the kit yet."""
+def check_artifact(name: str, path: Path, marker: str) -> Check:
+    """A generated artefact: built, or missing (with the command that builds it)."""
     if (path / marker).exists():
         return Check(name, OK, str(path))
-    if importlib.util.find_spec(builder_module) is None:
-        return Check(name, INFO, "not part of this version of the kit yet")
     return Check(name, MISSING, f"not built: {path / marker} is missing", "run `make setup` to build it")
 
 
@@ -189,8 +173,8 @@ def run_checks(model_path: str | Path | None = None) -> list[Check]:
         *check_backends(cuda),
         check_flash_attn(),
         check_disk(),
-        check_artifact("embedded model", tiny_model_dir(), "internvl_course.tiny.build", "config.json"),
-        check_artifact("food dataset", food_data_dir(), "internvl_course.data.food_vqa", "train.json"),
+        check_artifact("embedded model", tiny_model_dir(), "config.json"),
+        check_artifact("food dataset", food_data_dir(), "train.json"),
         *model_rows,
     ]
 

@@ -1,7 +1,7 @@
 """The course plan: which notebooks make up the course, in order.
 
-The runner and ``doctor`` compare this plan with the notebooks present, so that a partially
-built kit says plainly what is not there yet instead of silently skipping it.
+The runner, ``outputs``, the tests and lesson 00 read the notebooks from here, with the
+parameters of a quick run (``SMOKE_PARAMS``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,3 @@ def present(root: Path | None = None) -> list[Notebook]:
     """The planned notebooks that exist in ``notebooks/``, in run order."""
     return [nb for nb in COURSE if nb.path(root).exists()]
 
-
-def missing(root: Path | None = None) -> list[Notebook]:
-    """The planned notebooks that are not built yet."""
-    return [nb for nb in COURSE if not nb.path(root).exists()]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -21,9 +20,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from internvl_course.fileio import atomic_write_bytes, atomic_write_text
-from internvl_course.course.plan import COURSE, SMOKE_PARAMS, Notebook, missing, present
+from internvl_course.course.plan import COURSE, SMOKE_PARAMS, Notebook
 from internvl_course.course.notebook import PARAMS_ENV
-from internvl_course.paths import KERNEL_NAME, tiny_model_dir, work_dir
+from internvl_course.paths import KERNEL_NAME, environment, tiny_model_dir, work_dir
 from internvl_course.course.publish import read_published
 
 
@@ -57,39 +56,15 @@ def load_params(params: str) -> dict[str, dict[str, Any]]:
 
 
 def select(only: list[str]) -> list[Notebook]:
-    chosen = present()
+    """The course's notebooks numbered in ``only`` (all of them when it is empty), in run order."""
     if not only:
-        return chosen
+        return list(COURSE)
     wanted = {o.zfill(2) for o in only}
-    known = {nb.number for nb in COURSE}
-    unknown = sorted(wanted - known)
+    unknown = sorted(wanted - {nb.number for nb in COURSE})
     if unknown:
         raise SystemExit(f"--only {', '.join(unknown)}: no such notebook. The course has "
                          + ", ".join(nb.number for nb in COURSE) + ".")
-    not_built = sorted(wanted - {nb.number for nb in chosen})
-    if not_built:
-        raise SystemExit(f"--only {', '.join(not_built)}: not built yet (no file in notebooks/).")
-    return [nb for nb in chosen if nb.number in wanted]
-
-
-@contextmanager
-def environment(**values: str | None) -> Iterator[None]:
-    """Set (or, with None, remove) environment variables for a block; the kernels papermill
-    starts inside it inherit them. The previous values come back afterwards."""
-    before = {name: os.environ.get(name) for name in values}
-
-    def apply(settings: dict[str, str | None]) -> None:
-        for name, value in settings.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-    apply(values)
-    try:
-        yield
-    finally:
-        apply(before)
+    return [nb for nb in COURSE if nb.number in wanted]
 
 
 @contextmanager
@@ -150,7 +125,7 @@ def run_notebook(nb: Notebook, parameters: dict[str, Any], out_dir: Path,
                           _save_figures(executed, nb, out_dir / "figures"), error)
 
 
-def _summary_markdown(results: list[NotebookResult], params: str, not_built: list[Notebook]) -> str:
+def _summary_markdown(results: list[NotebookResult], params: str) -> str:
     lines = [f"# Course run {datetime.now():%Y-%m-%d %H:%M:%S}", "", f"Parameters: `{params}`", "",
              "| notebook | status | seconds | published |", "| --- | --- | --- | --- |"]
     for r in results:
@@ -162,19 +137,14 @@ def _summary_markdown(results: list[NotebookResult], params: str, not_built: lis
             lines += ["", f"**{r.notebook}**: {r.error}"]
         if r.figures:
             lines += ["", f"## {r.notebook}", ""] + [f"![{f}]({f})" for f in r.figures]
-    if not_built:
-        lines += ["", "Not built yet: " + ", ".join(nb.filename for nb in not_built)]
     return "\n".join(lines) + "\n"
 
 
 def main(only: list[str], params: str = "full", out: str | None = None) -> int:
     parameters = load_params(params)
     chosen = select(only)
-    not_built = missing() if not only else []
     out_dir = Path(out) if out else work_dir() / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not_built:
-        print("Not built yet (skipped): " + ", ".join(f"{nb.number} {nb.title}" for nb in not_built))
     results = []
     for i, nb in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {nb.filename} ...", flush=True)
@@ -183,9 +153,9 @@ def main(only: list[str], params: str = "full", out: str | None = None) -> int:
               flush=True)
         results.append(result)
     atomic_write_text(out_dir / "summary.json",
-                      json.dumps({"params": params, "results": [asdict(r) for r in results],
-                                  "not_built": [nb.filename for nb in not_built]}, indent=2, ensure_ascii=False))
-    atomic_write_text(out_dir / "summary.md", _summary_markdown(results, params, not_built))
+                      json.dumps({"params": params, "results": [asdict(r) for r in results]}, indent=2,
+                                 ensure_ascii=False))
+    atomic_write_text(out_dir / "summary.md", _summary_markdown(results, params))
     failed = [r for r in results if r.status != "ok"]
     total = sum(r.seconds for r in results)
     print(f"{len(results) - len(failed)} of {len(results)} notebook(s) ran in {total:.1f} s; "

@@ -12,14 +12,15 @@ transformers-stream-generator) are built here into pure-Python wheels with the t
 them); uv and the kit's build backend go to ``<out>/tools``. Then ``make setup OFFLINE=<out>`` on the node.
 
 ``node`` (``make wheelhouse-node``): only what a node that brings its own Python, torch and CUDA
-stack lacks, read from that node's ``pip list --format=freeze``. This is how the kit's GPU
-machine was served (its Python 3.12 and torch 2.11 stay; the missing packages ride along in
-64 MiB): ``<out>/course`` holds the course lock's packages the node does not have at all, with
-LMDeploy's 364 MB TurboMind library cut out of its wheel (the PyTorch engine does not use it);
-``<out>/train`` holds the train lock's missing packages plus those whose pinned version must
-replace the node's (``replacements``), source-only packages as sdists for the node to build
-(DeepSpeed against the node's own torch). Installed with ``pip install --no-deps --target DIR``
-and put first on ``PYTHONPATH``, so the node's own packages are never touched.
+stack lacks, read from that node's ``pip list --format=freeze``: ``<out>/course`` holds the
+course lock's packages the node does not have at all, with LMDeploy's 364 MB TurboMind library
+cut out of its wheel (the PyTorch engine does not use it); ``<out>/train`` holds the train lock's
+missing packages plus those whose pinned version must replace the node's (``replacements``),
+source-only packages as sdists for the node to build (DeepSpeed against the node's own torch).
+Installed with ``pip install --no-deps --target DIR`` and put first on ``PYTHONPATH``, so the
+node's own packages are never touched. Where the way to the node takes only so much,
+``--max-mib`` fails a bundle above that size and names its largest files, before anyone carries
+it.
 
 Runs with any Python 3.11+ and pip (the Makefile uses ``work_dirs/tools``); only the standard
 library is imported.
@@ -41,21 +42,21 @@ from pathlib import Path
 from internvl_course.paths import TRAIN_ENV_NAME, env_python, repo_root
 
 ENVS = ("course", "train")
-#: The locks' packages published only as source archives (DeepSpeed: FACTS.md section 1; both are
-#: what `make setup` builds from source, as uv's cache shows): downloaded as sdists, then built.
+#: The locks' packages published only as source archives (docs/design.md, "Two environments"; both
+#: are what `make setup` builds from source, as uv's cache shows): downloaded as sdists, then built.
 SDIST_ONLY = frozenset({"deepspeed", "transformers-stream-generator"})
 #: What a GPU node brings itself and a bundle must not replace: its torch build and the CUDA
 #: libraries that belong to it. bitsandbytes 0.45.0 (the train lock's) imports ``triton.ops``,
-#: gone since triton 3.2, and then breaks peft's LoRA injection (FACTS.md section 1): with a
-#: node's newer torch it is left out, which only loses QLoRA (``quantization_llm``).
+#: gone since triton 3.2, and then breaks peft's LoRA injection (docs/design.md, "Two
+#: environments"): with a node's newer torch it is left out, which only loses QLoRA
+#: (``quantization_llm``).
 NODE_PROVIDED = ("torch", "torchvision", "torchaudio", "triton", "nvidia-*", "bitsandbytes")
 #: Beyond an env's ``==`` pins in pyproject.toml, versions that must come with them: transformers
 #: 4.48.0 (XTuner's pin) needs tokenizers < 0.22 and huggingface-hub < 1.0.
 COUPLED = {"course": frozenset(), "train": frozenset({"tokenizers", "huggingface-hub"})}
 #: Files cut from LMDeploy's wheel in a node bundle: the TurboMind engine's compiled library.
 TURBOMIND_LIBRARY = ("lmdeploy/turbomind/_turbomind*.so",)
-#: The run tool that carries a node bundle takes at most this much.
-CARRY_LIMIT = 64 * 2**20
+MIB = 2**20
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
 
@@ -193,12 +194,27 @@ def build_full(out: Path, python_version: str, glibc: str, uv: str, uv_version: 
                       "(it needs torch installed first)", flush=True)
     if not dry_run:
         for folder in (*ENVS, "tools"):
-            print(f"{out / folder}: {_folder_size(out / folder) / 2**20:.1f} MiB")
+            print(f"{out / folder}: {_folder_size(out / folder) / MIB:.1f} MiB")
+
+
+def check_bundle_size(out: Path, max_mib: float | None) -> None:
+    """Print the size of ``out``'s env folders; above ``max_mib`` MiB (what the way to the node
+    takes), stop with the largest files, so the bundle is split or trimmed here rather than found
+    too big on the way."""
+    files = sorted((f for env in ENVS for f in (out / env).rglob("*") if f.is_file()),
+                   key=lambda f: f.stat().st_size, reverse=True)
+    size = sum(f.stat().st_size for f in files)
+    print(f"{out}: {size / MIB:.1f} MiB", flush=True)
+    if max_mib is not None and size > max_mib * MIB:
+        largest = ", ".join(f"{f.relative_to(out)} ({f.stat().st_size / MIB:.1f} MiB)" for f in files[:3])
+        raise SystemExit(f"{out} holds {size / MIB:.1f} MiB, more than --max-mib {max_mib:g}; largest: {largest}. "
+                         "Carry it in parts (--only NAME ... with a separate --out each) or raise --max-mib.")
 
 
 def build_node(out: Path, have_file: Path, python_version: str, glibc: str, only: list[str] | None,
-               dry_run: bool) -> None:
-    """What a node with its own Python, torch and CUDA lacks, per env; TurboMind cut from LMDeploy."""
+               dry_run: bool, max_mib: float | None = None) -> None:
+    """What a node with its own Python, torch and CUDA lacks, per env; TurboMind cut from LMDeploy;
+    at most ``max_mib`` MiB in all (None: no limit)."""
     have = read_pins(have_file.read_text(encoding="utf-8"))
     if not have:
         raise SystemExit(f"{have_file} lists no packages: give the output of `python -m pip list --format=freeze` "
@@ -216,10 +232,9 @@ def build_node(out: Path, have_file: Path, python_version: str, glibc: str, only
             shutil.move(str(sdist), out / env / sdist.name)  # the node builds it against its own torch
         for wheel in (out / env).glob("lmdeploy-*.whl"):
             removed = strip_wheel(wheel, TURBOMIND_LIBRARY)
-            print(f"{wheel.name}: TurboMind library cut ({removed / 2**20:.0f} MiB unpacked)")
+            print(f"{wheel.name}: TurboMind library cut ({removed / MIB:.0f} MiB unpacked)")
     if not dry_run:
-        size = sum(_folder_size(out / env) for env in ENVS)
-        print(f"{out}: {size / 2**20:.1f} MiB" + (" (above the 64 MiB a carry holds)" if size > CARRY_LIMIT else ""))
+        check_bundle_size(out, max_mib)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,12 +254,17 @@ def main(argv: list[str] | None = None) -> int:
                                      help="Python whose torch builds DeepSpeed's wheel (default: the train env)")
     sub.choices["node"].add_argument("--have", type=Path, required=True,
                                      help="the node's `python -m pip list --format=freeze` output")
+    sub.choices["node"].add_argument("--max-mib", type=float, metavar="MIB",
+                                     help="fail if the bundle is larger than this many MiB, e.g. what a "
+                                          "transfer to the node takes (default: no limit)")
     args = parser.parse_args(argv)
+    if args.kind == "node" and args.max_mib is not None and args.max_mib <= 0:
+        parser.error(f"--max-mib must be a positive number of MiB, got {args.max_mib:g}")
     if args.kind == "full":
         build_full(args.out, args.python_version, args.glibc, args.uv, args.uv_version, args.build_python.absolute(),
                    args.only, args.dry_run)
     else:
-        build_node(args.out, args.have, args.python_version, args.glibc, args.only, args.dry_run)
+        build_node(args.out, args.have, args.python_version, args.glibc, args.only, args.dry_run, args.max_mib)
     return 0
 
 

@@ -1,9 +1,10 @@
 """The kit's own food VQA dataset: FoodieQA's format, pictures the course may train on.
 
 The original tutorial fine-tunes on FoodieQA, whose licence (CC BY-NC-ND 4.0, evaluation only)
-does not allow training on it (FACTS.md section 5). This module generates a dataset of the same
-shape that the kit owns: every picture is drawn by ``food.draw_dish`` and every question is
-written from the facts of ``corpus.DISHES``, so it can be rebuilt, byte for byte, by anyone::
+does not allow training on it (docs/design.md, "The original tutorial and FoodieQA"). This
+module generates a dataset of the same shape that the kit owns: every picture is drawn by
+``food.draw_dish`` and every question is written from the facts of ``corpus.DISHES``, so it can
+be rebuilt, byte for byte, by anyone::
 
     internvl-course data build      # writes data/food/ (half a minute on a laptop)
     internvl-course data check      # validates every split (see validate.py)
@@ -16,7 +17,8 @@ What it writes, under ``data/food/``:
   ``choices_en``. Each picture gets one question of each type: dish, cuisine, main ingredient,
   flavour. The right answer sits at A, B, C and D equally often, so a model that always says
   "A" scores exactly the 25 % chance level.
-- ``<split>_llava.json``: the same items in the LLaVA format XTuner reads (FACTS.md section 2),
+- ``<split>_llava.json``: the same items in the LLaVA format XTuner reads (docs/design.md,
+  "XTuner 0.2.0"),
   shaped like the tutorial's ``sivqa_llava.json``: the human turn is the question, the four
   options and ``<image>``; the answer is "<choice>，图中的菜是<dish>".
 - ``images/<split>/<dish>_<nn>.jpg``: every picture drawn from its own seed, so no picture is
@@ -50,7 +52,8 @@ SPLITS: dict[str, int] = {"train": 30, "validation": 2, "test": 4}
 IMAGE_SIZE = 448  # one InternVL2 tile: the model sees the picture as drawn
 JPEG_QUALITY = 85
 LETTERS = "ABCD"
-#: The answer sentence of the tutorial's sivqa_llava.json (FACTS.md section 5).
+#: The answer sentence of the tutorial's sivqa_llava.json (docs/design.md, "The original tutorial
+#: and FoodieQA").
 ANSWER_TEMPLATE = "{choice}，图中的菜是{food_name}"
 #: The region each cuisine label comes from, for FoodieQA's ``food_location``.
 CUISINE_REGIONS: dict[str, str] = {
@@ -186,7 +189,7 @@ def question_and_choices(item: dict[str, Any], lang: str = "zh") -> tuple[str, l
 
 def question_with_options(item: dict[str, Any], lang: str = "zh") -> str:
     """The question, then one "A. ..." line per choice: the format the tiny base already knows
-    from its pretraining (``pretrain.as_multiple_choice``), so fine-tuning only adds knowledge."""
+    from its pretraining (``table_talk.as_multiple_choice``), so fine-tuning only adds knowledge."""
     question, choices = question_and_choices(item, lang)
     return "\n".join([question.strip(), *options(choices)])
 
@@ -201,7 +204,7 @@ def to_llava(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     dataset folder, which is XTuner's ``image_folder``.
 
     ``<image>`` ends the human turn as in the tutorial's file; XTuner moves the picture to the
-    front of the prompt whatever its place (FACTS.md section 2), as InternVL's ``chat()`` does.
+    front of the prompt whatever its place (docs/design.md, "XTuner 0.2.0"), as InternVL's ``chat()`` does.
     """
     return [{
         "id": str(item["question_id"]),

@@ -2,12 +2,12 @@
 
 FoodieQA (lyan62/FoodieQA on Hugging Face, gated) is the dataset the original tutorial
 fine-tuned on. Its licence is CC BY-NC-ND 4.0 and its card says it may be used for evaluation
-only, not to train models (FACTS.md section 5). So the kit never ships it and never trains on
-it by default:
+only, not to train models (docs/design.md, "The original tutorial and FoodieQA"). So the kit
+never ships it and never trains on it by default:
 
 - **evaluation** is always allowed: ``load_foodieqa`` validates a local copy's
-  ``sivqa_tidy.json`` and its pictures and returns the items for ``evaluate.evaluate``, and the
-  converter writes a LLaVA file for tools that read that format;
+  ``sivqa_tidy.json`` and its pictures and returns the items for ``evaluate.evaluate``, and
+  ``export_sivqa`` writes a LLaVA file for tools that read that format;
 - a **training** export is written only with an explicit acknowledgement
   (``--for-training --acknowledge-licence``): you state that you have read the terms and have
   the right to train on the data, and the responsibility is yours.
@@ -49,8 +49,8 @@ class LicenceNotAcknowledged(PermissionError):
 
 
 @dataclass(frozen=True)
-class Conversion:
-    """What ``convert`` wrote: the file, how many items, and the items it left out (and why)."""
+class FoodieQAExport:
+    """What ``export_sivqa`` wrote: the file, how many items, and the items it left out (and why)."""
 
     out: Path
     image_folder: Path
@@ -69,9 +69,9 @@ def load_foodieqa(sivqa_json: Path, image_root: Path | None = None) -> list[dict
     return items or []
 
 
-def convert(sivqa_json: Path, out: Path, image_root: Path | None = None, purpose: str = "evaluation",
-            acknowledge_licence: bool = False, drop_invalid: bool = False,
-            echo: Callable[[str], None] = print) -> Conversion:
+def export_sivqa(sivqa_json: Path, out: Path, image_root: Path | None = None, purpose: str = "evaluation",
+                 acknowledge_licence: bool = False, drop_invalid: bool = False,
+                 echo: Callable[[str], None] = print) -> FoodieQAExport:
     """Convert ``sivqa_tidy.json`` to the LLaVA format XTuner reads, after printing the terms.
 
     ``purpose="training"`` raises ``LicenceNotAcknowledged`` unless ``acknowledge_licence``.
@@ -96,7 +96,7 @@ def convert(sivqa_json: Path, out: Path, image_root: Path | None = None, purpose
     atomic_write_text(Path(out), dumps(to_llava(kept)))
     echo(f"wrote {len(kept)} {purpose} item(s) to {out} (image_folder = {root})"
          + (f"; left out {len(bad)} item(s) with problems" if bad else ""))
-    return Conversion(Path(out), root, len(kept), purpose, tuple(problems))
+    return FoodieQAExport(Path(out), root, len(kept), purpose, tuple(problems))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drop-invalid", action="store_true", help="leave out items with problems instead of stopping")
     args = parser.parse_args(argv)
     try:
-        result = convert(args.sivqa_json, args.out, args.image_root,
-                         "training" if args.for_training else "evaluation", args.acknowledge_licence,
-                         args.drop_invalid)
+        result = export_sivqa(args.sivqa_json, args.out, args.image_root,
+                              "training" if args.for_training else "evaluation", args.acknowledge_licence,
+                              args.drop_invalid)
     except LicenceNotAcknowledged as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,15 +1,15 @@
 """Check a VQA dataset before anything trains on it or is scored on it.
 
 XTuner skips an item whose picture does not load and trains on the rest, printing one line
-among thousands (FACTS.md section 2); an evaluation with a duplicated question counts it twice;
-an item whose answer is empty teaches the model to say nothing. So every dataset the kit uses,
+among thousands (docs/design.md, "XTuner 0.2.0"); an evaluation with a duplicated question counts
+it twice; an item whose answer is empty teaches the model to say nothing. So every dataset the kit uses,
 its own, a FoodieQA copy or a LLaVA file, goes through here first, and *every* problem is
 listed with its item, not only the first, so that one run tells a student everything to fix.
 
 Two formats are understood (detected from the items):
 
-- ``sivqa``: FoodieQA's single-image VQA items (FACTS.md section 5), which the kit's own
-  dataset also uses;
+- ``sivqa``: FoodieQA's single-image VQA items (docs/design.md, "The original tutorial and
+  FoodieQA"), which the kit's own dataset also uses;
 - ``llava``: XTuner's ``{"image", "conversations"}`` items, as a JSON list or JSONL.
 
 Each problem has a kind (``ProblemKind``), the item's position and id, and a message that says
@@ -367,7 +367,8 @@ def check_splits(splits: dict[str, list[Any]], image_root: Path) -> list[Problem
     """Pictures shared between splits, by path or by identical bytes under another name.
 
     A picture in both train and test lets a model pass the test by remembering it: the very
-    mistake of judging a fine-tune on its own training pictures (FACTS.md section 5).
+    mistake of judging a fine-tune on its own training pictures (docs/design.md, "The original tutorial and
+    FoodieQA").
     """
     root = Path(image_root)
     owner_by_path: dict[str, str] = {}

@@ -182,7 +182,7 @@ COURSE_TERMS: dict[str, str] = {
     "有用无害": "helpful and harmless", "助手": "assistant",
 }
 
-# Hand-written lines about the course itself; the numbers are InternVL2-2B's (FACTS.md section 4).
+# Hand-written lines about the course itself; the numbers are InternVL2-2B's (docs/design.md, "InternVL2").
 COURSE_LINES: tuple[str, ...] = (
     "InternVL2 由视觉编码器、投影层和语言模型三部分组成。",
     "InternVL2 is made of a vision encoder, a projector and a language model.",

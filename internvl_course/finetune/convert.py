@@ -1,7 +1,7 @@
 """XTuner checkpoint -> an official-format InternVL2 model directory that every tool loads.
 
 XTuner saves only what it trained: the LLM's LoRA adapters and the ``mlp1`` projector, plus the
-vision encoder when it was not frozen (FACTS.md section 2). ``convert`` folds them into the base model and writes a complete
+vision encoder when it was not frozen (docs/design.md, "XTuner 0.2.0"). ``convert`` folds them into the base model and writes a complete
 directory (weights in the base's dtype, the kit's model code, the tokenizer, a chat template,
 generation_config.json), so ``AutoModel.from_pretrained`` and LMDeploy load it as they load
 OpenGVLab/InternVL2-2B. XTuner's own ``convert_to_official.py`` leaves the code files out; this
@@ -10,13 +10,13 @@ one is written from the LoRA formula, not from that script.
 The LoRA merge: a LoRA layer computes ``W x + (alpha / r) * B (A x)`` (Hu et al., 2021, LoRA,
 eq. 3, with peft's ``lora_alpha / r`` scaling), so the merged weight is ``W + (alpha / r) * B @ A``.
 
-Train/serve consistency: XTuner trains InternLM2 models with its own system message (FACTS.md
-section 2), so the converted model carries that message, in ``config.json`` (read by ``chat()``)
+Train/serve consistency: XTuner trains InternLM2 models with its own system message (docs/design.md,
+"XTuner 0.2.0"), so the converted model carries that message, in ``config.json`` (read by ``chat()``)
 and as the chat template's default (read by LMDeploy), and is prompted at chat time exactly as
 it was trained.
 
 Safety: the output may not lie inside the base model's or the checkpoint's folder, the folder is
-assembled beside its destination and renamed into place (``fileio.atomic_directory``), and
+assembled beside its destination and renamed into place (``model.write.write_model_folder``), and
 after writing, the written model's logits are compared with the base-plus-adapter model's on a
 sample before the folder is put in place.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from internvl_course.fileio import atomic_directory
-from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES
 from internvl_course.tiny.internlm2_tokenizer import XTUNER_SYSTEM_MESSAGE
-from internvl_course.paths import MODELCODE
 
 # The prompt format XTuner 0.2.0 trains an InternLM2 LLM with, whatever the checkpoint's own
 # template: its InternVL dataset writes internlm2-chat turns (no newline after <|im_end|>), so an
@@ -63,15 +59,9 @@ class Tolerance:
         return self.atol + self.rtol * reference.abs().max().item()
 
 
-# Both checks run in float32. The merge itself only reorders sums: the merged model's logits
-# equal the adapter model's within EXACT, which catches a wrong scale, a missed layer or a wrong
-# name. Storing the merged weights in 16 bits (InternVL2-2B is bfloat16, as XTuner's own
-# conversion writes) then rounds every weight to 8 significant bits, more than a small LoRA
-# update changes it: measured on a full-size InternVL2-2B-shaped model with random weights after
-# 20 XTuner steps, the written model's logits differ from the adapter model's by 5.6 % on average
-# and agree on the next token at 91 % of positions. So a 16-bit model is checked bit for bit
-# against the float32 merge rounded to its dtype, and that rounding's effect on the logits is
-# reported; ``store_dtype="float32"`` keeps the merge exact at twice the size.
+# Checked in float32: the merge must equal the adapter model within EXACT, and a 16-bit model must equal
+# the float32 merge rounded to its dtype bit for bit, since that rounding alone moves the logits more than a
+# small LoRA update does (docs/benchmarks.md, "A merged fine-tune stored in 16 bits").
 EXACT = Tolerance(1e-4, 1e-4)
 
 
@@ -225,19 +215,15 @@ def merge_adapter(model, adapter: Adapter) -> None:
 
 def sample_inputs(model, tokenizer) -> dict[str, torch.Tensor]:
     """A fixed picture and question, prompted as ``chat()`` prompts them: what the logit check runs."""
-    from internvl_course.modelcode.conversation import get_conv_template
-    from internvl_course.model.preprocess import build_transform
     from internvl_course.data.drawing import Piece, Scene, render
+    from internvl_course.model.preprocess import build_transform
+    from internvl_course.model.prompt import build_prompt, with_image
 
     picture = render(Scene(pieces=(Piece("circle", "red", 2), Piece("square", "blue", 1))), seed=5)
     pixel_values = build_transform(model.config.force_image_size)(picture)[None]
-    conv = get_conv_template(model.template)
-    conv.system_message = model.system_message
-    conv.append_message(conv.roles[0], "<image>\n图中的菜是什么？")
-    conv.append_message(conv.roles[1], None)
-    image = "<img>" + "<IMG_CONTEXT>" * model.num_image_token + "</img>"
-    ids = tokenizer(conv.get_prompt().replace("<image>", image, 1), return_tensors="pt").input_ids
-    return {"pixel_values": pixel_values, "input_ids": ids}
+    prompt = build_prompt(model.template, model.system_message, [(with_image("图中的菜是什么？"), None)], [1],
+                          model.num_image_token)
+    return {"pixel_values": pixel_values, "input_ids": tokenizer(prompt, return_tensors="pt").input_ids}
 
 
 @torch.no_grad()
@@ -259,9 +245,10 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
     if the merge (in float32) leaves ``EXACT`` or the written model does not match it (see
     ``EXACT``); the folder is then not put in place.
     """
-    from internvl_course.model.folder import TOKENIZER_CODE_FILES, inspect_folder
+    from internvl_course.model.folder import inspect_folder
     from internvl_course.model.load import load_model
     from internvl_course.model.prepare import tokenizer_config_for_kit
+    from internvl_course.model.write import write_model_folder
     from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
     base, out = Path(base_dir), Path(out_dir)
@@ -289,24 +276,14 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
         raise RuntimeError(f"the merged model's logits differ from the adapter model's by {merge_diff:.4g} in "
                            f"float32 (allowed {EXACT.bound(expected):.4g}): the merge is wrong; nothing was written")
 
-    with atomic_directory(out, overwrite) as staging:
-        model.to(dtype).save_pretrained(staging, safe_serialization=True)
-        for name in MODEL_CODE_FILES + (TOKENIZER_CODE_FILES if folder.uses_internlm2_tokenizer else ()):
-            shutil.copyfile(MODELCODE / name, staging / name)
-        for file in folder.tokenizer_files:  # the base's vocabulary, copied (links followed)
-            shutil.copyfile(file, staging / file.name)
-        tok_config = tokenizer_config_for_kit(folder, system_message, template)
-        (staging / "tokenizer_config.json").write_text(
-            json.dumps(tok_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-        if (base / "generation_config.json").is_file():
-            shutil.copyfile(base / "generation_config.json", staging / "generation_config.json")
-        del model
+    results: list[Conversion] = []
+
+    def check(staging: Path) -> None:
+        """The folder as written, loaded back, against base + adapters; raising keeps it out of place."""
+        model.cpu()  # the device holds only the written copy from here on
         written = InternVLChatModel.from_pretrained(staging, torch_dtype=torch.float32).to(device).eval()
-        written.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
         got = _logits(written, inputs)
         diff = (got - expected).abs().max().item()
-        relative = ((got - expected).abs().mean() / expected.abs().mean()).item()
-        top1 = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
         if dtype == torch.float32:
             tolerance = f"max |logit difference| <= {EXACT.bound(expected):.3g} (float32 storage)"
             problem = None if diff <= EXACT.bound(expected) else f"max |logit difference| {diff:.4g}"
@@ -317,8 +294,17 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
         if problem is not None:
             raise RuntimeError(f"the written model does not match the merge ({problem}); required: {tolerance}. "
                                f"Nothing was written to {out}")
-    return Conversion(out, len(adapter.lora), str(dtype).removeprefix("torch."), merge_diff, diff, relative, top1,
-                      tolerance)
+        relative = ((got - expected).abs().mean() / expected.abs().mean()).item()
+        top1 = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
+        results.append(Conversion(out, len(adapter.lora), str(dtype).removeprefix("torch."), merge_diff, diff,
+                                  relative, top1, tolerance))
+
+    generation = base / "generation_config.json"
+    write_model_folder(model.to(dtype), tokenizer, out, tokenizer_files=folder.tokenizer_files, overwrite=overwrite,
+                       tokenizer_config=tokenizer_config_for_kit(folder, system_message, template),
+                       generation_config=json.loads(generation.read_text(encoding="utf-8"))
+                       if generation.is_file() else None, check=check)
+    return results[0]
 
 
 def _first_mismatch(folder: Path, merged: dict[str, torch.Tensor], dtype: torch.dtype) -> str | None:

@@ -5,7 +5,7 @@ Usage (inside ``.venv-train``)::
     python -m internvl_course.finetune.launch CONFIG [xtuner.tools.train arguments ...]
 
 On a CUDA machine this is plain ``xtuner.tools.train``. On a CPU it first sets up what XTuner
-0.2.0 cannot set up itself there (FACTS.md section 2): XTuner's InternVL model calls
+0.2.0 cannot set up itself there (docs/design.md, "XTuner 0.2.0"): XTuner's InternVL model calls
 ``torch.distributed.get_rank()``, and mmengine's ``pytorch`` launcher calls
 ``torch.cuda.set_device``, so a one-process gloo group is initialised here, before XTuner's own
 ``main()`` runs as ``__main__``. The exit status is XTuner's own (``xtuner train`` would drop it).
@@ -18,6 +18,10 @@ import os
 import runpy
 import socket
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: this module starts XTuner's process
+    import torch
 
 
 def _free_port() -> int:
@@ -39,7 +43,7 @@ def init_cpu_process_group() -> None:
         dist.init_process_group(backend="gloo", rank=0, world_size=1)
 
 
-def cache_vision_features(vision_model) -> dict[bytes, "torch.Tensor"]:
+def cache_vision_features(vision_model) -> dict[bytes, torch.Tensor]:
     """Make a frozen ``vision_model`` compute each tile's features once, then reuse them.
 
     XTuner runs the vision encoder on every picture of every step, though a frozen encoder without

@@ -9,16 +9,16 @@ Presets:
 - ``tutorial``: the original tutorial's run (InternVL2-2B on a GPU, DeepSpeed ZeRO-2). It differs
   from XTuner's upstream ``internvl_v2_internlm2_2b_lora_finetune.py`` in batch size 4 (8),
   10 epochs (1), lr 3e-5 (1e-6), checkpoints every 64 steps (1000) and keeping them all
-  (FACTS.md section 5).
+  (docs/design.md, "The original tutorial and FoodieQA").
 - ``24gb``: the tutorial's run on a 24 GB GPU: batch 1 with 8 accumulated steps, at most 6 tiles
   a picture (see the preset for what was measured).
 - ``cpu-tiny``: the embedded tiny model on a CPU. XTuner runs there with a plain
-  ``OptimWrapper`` (its AMP wrapper asserts a GPU), gloo and no dataloader workers (FACTS.md
-  section 2); ``internvl_course.finetune.launch`` sets up the rest.
+  ``OptimWrapper`` (its AMP wrapper asserts a GPU), gloo and no dataloader workers (docs/design.md,
+  "XTuner 0.2.0"); ``internvl_course.finetune.launch`` sets up the rest.
 
 Every schedule warms up for at least two iterations: mmengine's LinearLR is chained, so a
 one-iteration warm-up leaves the learning rate at ``start_factor x lr`` for the whole run (seen
-on the GPU machine: lr 3e-10 instead of 3e-5; FACTS.md section 2).
+on the GPU machine: lr 3e-10 instead of 3e-5; docs/design.md, "XTuner 0.2.0").
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from typing import Any
 
 from internvl_course.fileio import atomic_write_text
 
-# Settings shared by every preset: XTuner's InternVL2-2B LoRA recipe (FACTS.md section 5).
+# Settings shared by every preset: XTuner's InternVL2-2B LoRA recipe (docs/design.md, "The original
+# tutorial and FoodieQA").
 _BASE: dict[str, Any] = {
     "model_path": None,
     "data_path": None,
@@ -81,27 +82,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # smaller cards.
     "24gb": {**_BASE, "batch_size": 1, "accumulative_counts": 8, "max_dynamic_patch": 6, "max_epochs": 10,
              "lr": 3e-5, "save_steps": 256, "save_total_limit": 2},
-    # The embedded tiny model on a CPU: batches of 8 (a CPU does 8 samples a step in far less
-    # than 4 times the time of 2), 3.5 passes over the 2880 samples and a rank-32 LoRA at 2e-3
-    # (3e-3 and 4e-3 diverged). On a 3-layer, 128-wide LLM, rank 8 at 1e-3 barely moved the
-    # answers (held-out dish accuracy at chance); lesson 07 shows what this recipe reaches. No
-    # LoRA dropout: drawing its random masks took a quarter of every CPU step (profiled), and
-    # without it the same time trains a third more steps. mlp1 trains in float32 and the LLM's
-    # activations are not recomputed (xtuner_launch.internvl_model): on the same base and seed,
-    # held-out dish accuracy 0.70 -> 0.79 and a step 0.34 -> 0.29 s. The frozen ViT's features are
-    # cached (xtuner_launch.cache_vision_features): over two passes a step takes 0.18 s instead of
-    # 0.24 (benchmarks/train_throughput.py --set), so 3.5 passes (1260 steps, about 250 s) fit the 5
-    # minutes. More passes pay (held-out dish accuracy, seeds 0/1, the betas and schedule below):
-    # 2.5 passes 0.906/0.875, 3 passes 0.885/0.906, 3.5 passes 0.938/0.938 (seeds 2/3: 0.927/0.990;
-    # the same recipe in a plain PyTorch loop: 5 passes 98 %). AdamW's betas 0.9/0.99 and
-    # warm-up-stable-decay (decay_ratio=0.2) instead of XTuner's 0.9/0.999 and cosine: at 3.5
-    # passes, cosine with betas 0.9/0.99 reached 0.906/0.938; at 2.5 passes, XTuner's betas and
-    # cosine 0.875/0.875 (docs/benchmarks.md has the tables). Batches are plainly shuffled:
-    # XTuner estimates every sample here at 3362-3379 tokens (13 tiles' worth: the data gives no
-    # picture sizes; each picture is one tile), so grouping by length saves no padding, yet it
-    # sorts by those few tokens, which follow the question type (354 of 360 batches mixed types,
-    # but mostly one: e.g. 8 cuisine questions in a batch). Shuffled, same base, seeds 0 and 1:
-    # held-out dish accuracy 0.79 -> 0.875 and 0.84 -> 0.875.
+    # The embedded tiny model on a CPU, within lesson 06's five minutes: shuffled batches of 8, a rank-32 LoRA
+    # at 2e-3 without dropout, float32 mlp1 without recomputation, 3.5 passes over cached ViT features, betas
+    # 0.9/0.99 and warm-up-stable-decay (measured: docs/benchmarks.md, "How the cpu-tiny preset's settings were chosen").
     "cpu-tiny": {**_BASE, "max_length": 2048, "batch_size": 8, "accumulative_counts": 1, "group_by_length": False,
                  "dataloader_num_workers": 0, "max_epochs": 3.5, "lr": 2e-3, "betas": (0.9, 0.99),
                  "decay_ratio": 0.2, "cache_vision_features": True,
@@ -110,7 +93,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "dist_backend": "gloo", "log_interval": 1},
 }
 
-# What each setting does, for the table lesson 06 shows (FACTS.md sections 2 and 5).
+# What each setting does, for the table lesson 06 shows (docs/design.md, "XTuner 0.2.0" and "The
+# original tutorial and FoodieQA").
 EXPLAIN: dict[str, str] = {
     "model_path": "the model to fine-tune (a folder with config.json and the model code)",
     "data_path": "the LLaVA-format training file (image + conversations per item)",

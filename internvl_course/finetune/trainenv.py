@@ -1,7 +1,7 @@
 """The bridge from the notebook kernel to the XTuner island (``.venv-train``).
 
 XTuner 0.2.0 pins transformers 4.48.0 while LMDeploy 0.18.0 needs transformers >= 4.56
-(FACTS.md section 1), so XTuner lives in its own environment and notebooks reach it only
+(docs/design.md, "Two environments"), so XTuner lives in its own environment and notebooks reach it only
 through subprocesses started here, never by importing xtuner in the kernel.
 """
 
@@ -58,7 +58,7 @@ def run_in_train_env(args: Sequence[str], cwd: Path | None = None, env: dict[str
                      timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python <args>`` in the train env and return the real exit status.
 
-    ``xtuner train`` drops the exit status of the script it runs (FACTS.md section 2), so the kit
+    ``xtuner train`` drops the exit status of the script it runs (docs/design.md, "XTuner 0.2.0"), so the kit
     always calls ``python -m xtuner.tools.train`` itself through this function.
     """
     return subprocess.run([str(train_python()), *args], cwd=cwd, env=env, capture_output=True,

@@ -2,7 +2,7 @@
 
 ``train(config, work_dir)`` runs ``xtuner.tools.train`` in the train env as a child process
 (``internvl_course.finetune.launch``; under ``torchrun`` with DeepSpeed on a GPU) and returns only
-when it has finished, with its real exit status (``xtuner train`` drops it, FACTS.md section 2).
+when it has finished, with its real exit status (``xtuner train`` drops it: docs/design.md, "XTuner 0.2.0").
 Every line XTuner prints goes to ``work_dir/logs/train-<time>.log``, which is never overwritten;
 the "Iter(train) [k/N] ... loss: ..." lines drive a tqdm bar with the loss and an ETA.
 
@@ -164,7 +164,8 @@ def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus
 
     config, work = Path(config).resolve(), Path(work_dir).resolve()
     if not config.is_file():
-        raise FileNotFoundError(f"config {config} does not exist; write one with finetune.write_config(...)")
+        raise FileNotFoundError(f"config {config} does not exist; write one with presets.write_config(...) "
+                                "(from internvl_course.finetune import presets)")
     gpus = default_gpus(config) if gpus is None else gpus
     if gpus:
         from internvl_course.device import check_gpu_count
@@ -239,8 +240,8 @@ def parse_logs(work_dir: str | Path) -> list[dict[str, float]]:
 
 
 def plot_training(records: list[dict[str, float]]) -> tuple[Any, Any]:
-    """Two figures (``viz.plot_curves``): the loss with its running mean, and the learning rate."""
-    from internvl_course.lessons.viz import plot_curves
+    """Two figures (``charts.plot_curves``): the loss with its running mean, and the learning rate."""
+    from internvl_course.lessons.charts import plot_curves
 
     if not records:
         raise ValueError("no training records: train first (or point at the work_dir that holds logs/)")

@@ -28,16 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 
 #: The palette of the generated pictures (RGB in 0..1), far enough apart to tell apart under noise.
-COLOURS: dict[str, tuple[float, float, float]] = {
+PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (0.86, 0.16, 0.16), "green": (0.16, 0.67, 0.24), "blue": (0.16, 0.31, 0.86),
     "yellow": (0.92, 0.80, 0.16), "purple": (0.55, 0.24, 0.71), "cyan": (0.16, 0.78, 0.82),
 }
-SHAPES = ("circle", "square", "triangle", "cross")
-COLOUR_NAMES = tuple(COLOURS)
+SHAPE_NAMES = ("circle", "square", "triangle", "cross")
+COLOUR_NAMES = tuple(PALETTE)
 BACKGROUND = 0.5  # mid-grey, not one of the palette colours
 TEMPLATES = ("a {c} {s}", "a photo of a {c} {s}", "the {s} is {c}", "{c} {s}", "there is a {c} {s}",
              "a picture of a {c} {s}")
-VOCAB = tuple(sorted({w for t in TEMPLATES for w in t.format(c="", s="").split()} | set(COLOUR_NAMES) | set(SHAPES)))
+VOCAB = tuple(sorted({w for t in TEMPLATES for w in t.format(c="", s="").split()} | set(COLOUR_NAMES) | set(SHAPE_NAMES)))
 WORD_ID = {w: i for i, w in enumerate(VOCAB)}
 
 
@@ -58,7 +58,7 @@ def shape_mask(shape: str, size: int, cx: float, cy: float, r: float) -> np.ndar
         return (dy <= 0.8 * r) & (abs(dx) <= 0.58 * (dy + r))
     if shape == "cross":
         return ((abs(dx) <= 0.3 * r) & (abs(dy) <= r)) | ((abs(dy) <= 0.3 * r) & (abs(dx) <= r))
-    raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPE_NAMES)}")
 
 
 def draw(objects: list[tuple[int, int]], size: int, rng: np.random.Generator) -> np.ndarray:
@@ -78,14 +78,14 @@ def draw(objects: list[tuple[int, int]], size: int, rng: np.random.Generator) ->
             r = rng.uniform(0.28, 0.4) * half
             cx = (cells[k] % 2) * half + rng.uniform(r, half - r)
             cy = (cells[k] // 2) * half + rng.uniform(r, half - r)
-        rgb = np.array(COLOURS[COLOUR_NAMES[colour]]) + rng.normal(0, 0.04, 3)
-        canvas[shape_mask(SHAPES[shape], size, cx, cy, r)] = rgb
+        rgb = np.array(PALETTE[COLOUR_NAMES[colour]]) + rng.normal(0, 0.04, 3)
+        canvas[shape_mask(SHAPE_NAMES[shape], size, cx, cy, r)] = rgb
     return np.clip(canvas, 0, 1).transpose(2, 0, 1)
 
 
 def picture(objects: list[tuple[str, str]], size: int = 32, seed: int = 0) -> torch.Tensor:
     """A [3, size, size] picture of named objects, e.g. ``[("red", "circle"), ("blue", "square")]``."""
-    indices = [(COLOUR_NAMES.index(colour), SHAPES.index(shape)) for colour, shape in objects]
+    indices = [(COLOUR_NAMES.index(colour), SHAPE_NAMES.index(shape)) for colour, shape in objects]
     return torch.tensor(draw(indices, size, np.random.default_rng(seed)), dtype=torch.float32)
 
 
@@ -100,14 +100,14 @@ class CaptionedPictures:
 
     images: torch.Tensor  # [n, 3, size, size] in 0..1
     colours: torch.Tensor  # [n] index into COLOUR_NAMES
-    shapes: torch.Tensor  # [n] index into SHAPES
+    shapes: torch.Tensor  # [n] index into SHAPE_NAMES
     captions: list[str]
     token_ids: torch.Tensor  # [n, max_len], padded with -1
 
     @property
     def classes(self) -> torch.Tensor:
         """colour x shape as one number, 0..23: the concept a picture and its caption share."""
-        return self.colours * len(SHAPES) + self.shapes
+        return self.colours * len(SHAPE_NAMES) + self.shapes
 
 
 def pad(rows: list[list[int]]) -> torch.Tensor:
@@ -119,10 +119,10 @@ def pad(rows: list[list[int]]) -> torch.Tensor:
 def captioned_pictures(n: int, seed: int = 0, size: int = 24) -> CaptionedPictures:
     """``n`` pictures of one coloured shape each, captioned from varied templates."""
     rng = np.random.default_rng(seed)
-    colours = rng.integers(len(COLOURS), size=n)
-    shapes = rng.integers(len(SHAPES), size=n)
+    colours = rng.integers(len(PALETTE), size=n)
+    shapes = rng.integers(len(SHAPE_NAMES), size=n)
     images = np.stack([draw([(c, s)], size, rng) for c, s in zip(colours, shapes)])
-    captions = [TEMPLATES[rng.integers(len(TEMPLATES))].format(c=COLOUR_NAMES[c], s=SHAPES[s])
+    captions = [TEMPLATES[rng.integers(len(TEMPLATES))].format(c=COLOUR_NAMES[c], s=SHAPE_NAMES[s])
                 for c, s in zip(colours, shapes)]
     return CaptionedPictures(torch.tensor(images, dtype=torch.float32), torch.tensor(colours),
                              torch.tensor(shapes), captions, pad([tokenize(c) for c in captions]))
@@ -130,7 +130,7 @@ def captioned_pictures(n: int, seed: int = 0, size: int = 24) -> CaptionedPictur
 
 def class_captions() -> tuple[list[str], torch.Tensor]:
     """The plain caption "a <colour> <shape>" of every class, in class order (for retrieval)."""
-    captions = [f"a {c} {s}" for c in COLOUR_NAMES for s in SHAPES]
+    captions = [f"a {c} {s}" for c in COLOUR_NAMES for s in SHAPE_NAMES]
     return captions, pad([tokenize(c) for c in captions])
 
 
@@ -148,11 +148,11 @@ def colour_questions(n: int, seed: int = 0, size: int = 24) -> ColourQuestions:
     rng = np.random.default_rng(seed)
     images, questions, answers = [], [], []
     for _ in range(n):
-        present = rng.choice(len(COLOURS), size=2, replace=False)
-        objects = [(int(c), int(rng.integers(len(SHAPES)))) for c in present]
+        present = rng.choice(len(PALETTE), size=2, replace=False)
+        objects = [(int(c), int(rng.integers(len(SHAPE_NAMES)))) for c in present]
         images.append(draw(objects, size, rng))
         yes = rng.random() < 0.5
-        absent = [c for c in range(len(COLOURS)) if c not in present]
+        absent = [c for c in range(len(PALETTE)) if c not in present]
         questions.append(int(rng.choice(present if yes else absent)))
         answers.append(float(yes))
     return ColourQuestions(torch.tensor(np.stack(images), dtype=torch.float32), torch.tensor(questions),
@@ -307,7 +307,7 @@ class CrossModalAttention(nn.Module):
 
 def colour_affinity(images: torch.Tensor, sharpness: float = 40.0) -> torch.Tensor:
     """[B, 3, H, W] -> [B, colours, H, W]: how close each pixel is to each palette colour (0..1)."""
-    palette = torch.tensor(list(COLOURS.values()), dtype=images.dtype)[None, :, :, None, None]  # [1, K, 3, 1, 1]
+    palette = torch.tensor(list(PALETTE.values()), dtype=images.dtype)[None, :, :, None, None]  # [1, K, 3, 1, 1]
     distance = ((images[:, None] - palette) ** 2).sum(2)
     return torch.exp(-sharpness * distance)
 
@@ -322,7 +322,7 @@ def attention_demo(image: torch.Tensor, words: list[str], patch: int = 4,
     model learns such projections, in many heads at once. Returns the weights [words, H/p, W/p]
     and the share of the first word's attention that lands on patches holding its colour.
     """
-    k = len(COLOURS)
+    k = len(PALETTE)
     features = F.avg_pool2d(colour_affinity(image[None]), patch)  # [1, K, H/p, W/p]
     grid = features.shape[-2:]
     patches = features.flatten(2).transpose(1, 2)  # [1, P, K]
@@ -379,8 +379,8 @@ class JointModel(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.trunk = nn.Sequential(conv_encoder(3, width), nn.AdaptiveMaxPool2d(1), nn.Flatten())
-        self.colour_head = nn.Linear(width, len(COLOURS))
-        self.shape_head = nn.Linear(width, len(SHAPES))
+        self.colour_head = nn.Linear(width, len(PALETTE))
+        self.shape_head = nn.Linear(width, len(SHAPE_NAMES))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk(images)
@@ -429,11 +429,11 @@ class EarlyFusion(nn.Module):
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
-        self.joint = nn.Sequential(conv_encoder(3 + len(COLOURS), width), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        self.joint = nn.Sequential(conv_encoder(3 + len(PALETTE), width), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                                    nn.Linear(width, 1))
 
     def forward(self, images: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
-        planes = F.one_hot(question, len(COLOURS)).float()[:, :, None, None].expand(-1, -1, *images.shape[-2:])
+        planes = F.one_hot(question, len(PALETTE)).float()[:, :, None, None].expand(-1, -1, *images.shape[-2:])
         return self.joint(torch.cat([images, planes], 1)).squeeze(1)
 
 
@@ -447,7 +447,7 @@ class IntermediateFusion(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.image_tower = conv_encoder(3, width)
-        self.text_tower = nn.Sequential(nn.Embedding(len(COLOURS), width), nn.Linear(width, width), nn.ReLU())
+        self.text_tower = nn.Sequential(nn.Embedding(len(PALETTE), width), nn.Linear(width, width), nn.ReLU())
         self.joint = nn.Sequential(nn.Conv2d(2 * width, width, 1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                                    nn.Linear(width, 1))
 
@@ -468,7 +468,7 @@ class LateFusion(nn.Module):
         super().__init__()
         self.image_model = nn.Sequential(conv_encoder(3, width), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                                          nn.Linear(width, 1))
-        self.text_model = nn.Sequential(nn.Embedding(len(COLOURS), width), nn.ReLU(), nn.Linear(width, 1))
+        self.text_model = nn.Sequential(nn.Embedding(len(PALETTE), width), nn.ReLU(), nn.Linear(width, 1))
 
     def forward(self, images: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
         return (self.image_model(images) + self.text_model(question)).squeeze(1)

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from internvl_course.model.folder import ModelFolder, ModelFolderError, inspect_folder
-
-IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+from internvl_course.modelcode.conversation import IMG_CONTEXT_TOKEN
 
 
 def _dtype_argument(dtype: Any) -> dict[str, Any]:
@@ -58,8 +57,9 @@ def load_tokenizer(model_path: str | Path, folder: ModelFolder | None = None):
 def load_model(model_path: str | Path, dtype: Any = None, device: Any = "cpu", trust_remote_code: bool = False):
     """(model, tokenizer) for ``model_path``, in eval mode on ``device``.
 
-    ``dtype``: a torch dtype (default float32, what a CPU computes in). The model's
-    ``img_context_token_id`` is set from the tokenizer, so forward and generate work at once.
+    ``dtype``: a torch dtype (default float32, what a CPU computes in). The model knows the id of
+    ``<IMG_CONTEXT>`` at once, so forward and generate work: the kit's folders name it in
+    config.json, and for an official config, which names none, it is filled here from the tokenizer.
     ``trust_remote_code=True`` skips the kit's code and runs the folder's own Python files, with a
     warning; use it only for a folder you trust that the kit does not recognise.
     """
@@ -74,12 +74,23 @@ def load_model(model_path: str | Path, dtype: Any = None, device: Any = "cpu", t
                       f"({', '.join(code) or 'no .py files'}), not the kit's", stacklevel=2)
         model = AutoModel.from_pretrained(model_path, trust_remote_code=True, **_dtype_argument(dtype))
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True, use_fast=False)
-    else:
-        from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
+        model.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)  # a plain attribute there
+        return model.to(device).eval(), tokenizer
 
-        folder = inspect_folder(model_path)
-        tokenizer = load_tokenizer(model_path, folder)
-        model = InternVLChatModel.from_pretrained(str(folder.path), **_dtype_argument(dtype))
-    model = model.to(device).eval()
-    model.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+    from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
+
+    folder = inspect_folder(model_path)
+    tokenizer = load_tokenizer(model_path, folder)
+    model = InternVLChatModel.from_pretrained(str(folder.path), **_dtype_argument(dtype))
+    try:
+        model.adopt_image_token_id(tokenizer)
+    except ValueError as error:
+        raise ModelFolderError(f"{folder.path / 'config.json'}: {error}, or remove the field from config.json "
+                               "(the kit then takes the tokenizer's)") from None
+    return model.to(device).eval(), tokenizer
+    try:
+        model.adopt_image_token_id(tokenizer)
+    except ValueError as error:
+        raise ModelFolderError(f"{Path(model_path) / 'config.json'}: {error}, or remove the field from config.json "
+                               "(the kit then takes the tokenizer's)") from None
     return model, tokenizer

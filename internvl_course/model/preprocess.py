@@ -1,8 +1,8 @@
 """From a picture to InternVL2's input: dynamic tiling, the tile transform, the token budget.
 
 InternVL2 sees a picture as a few 448x448 tiles plus, when there is more than one, a thumbnail
-of the whole picture (FACTS.md section 4; InternVL's README and model cards describe the same
-recipe, this file is our own code for it):
+of the whole picture (docs/design.md, "InternVL2"; InternVL's README and model cards describe the
+same recipe, this file is our own code for it):
 
 1. every grid of ``cols x rows`` tiles with ``min_num <= cols * rows <= max_num`` is a
    candidate, fewest tiles first;

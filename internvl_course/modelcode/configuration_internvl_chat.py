@@ -54,6 +54,10 @@ class InternVLChatConfig(PretrainedConfig):
     ``dynamic_image_size``, ``use_thumbnail``, ``min/max_dynamic_patch`` describe the tiling the
     preprocessing applies. ``use_backbone_lora``/``use_llm_lora`` are kept for config
     compatibility and must be 0: this code never wraps LoRA itself (XTuner and peft do).
+    ``img_context_token_id`` is the tokenizer's id of ``<IMG_CONTEXT>``, where the image tokens
+    go: the kit writes it into the folders it makes, so the model knows it without a tokenizer;
+    OpenGVLab's configs have no such field (None here), and the kit's loader fills it once from
+    the tokenizer.
     """
 
     model_type = "internvl_chat"
@@ -76,6 +80,7 @@ class InternVLChatConfig(PretrainedConfig):
         ps_version: str = "v1",
         min_dynamic_patch: int = 1,
         max_dynamic_patch: int = 6,
+        img_context_token_id: int | None = None,
         auto_map: dict[str, str] | None = None,
         **kwargs,
     ) -> None:
@@ -96,6 +101,7 @@ class InternVLChatConfig(PretrainedConfig):
         self.ps_version = ps_version
         self.min_dynamic_patch = min_dynamic_patch
         self.max_dynamic_patch = max_dynamic_patch
+        self.img_context_token_id = img_context_token_id
         self.auto_map = auto_map or dict(AUTO_MAP)
         super().__init__(**kwargs)
 

@@ -19,20 +19,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 
 from .configuration_intern_vit import InternVisionConfig
-
-
-class InternRMSNorm(nn.Module):
-    """RMSNorm, computed in float32 for stability and cast back."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+from .modeling_internlm2 import InternLM2RMSNorm as InternRMSNorm  # one RMSNorm for ViT and LLM
 
 
 def make_norm(config: InternVisionConfig) -> nn.Module:

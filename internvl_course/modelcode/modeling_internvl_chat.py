@@ -14,7 +14,8 @@ Weight names follow OpenGVLab's InternVLChatModel (``vision_model.*``, ``mlp1.{0
 is InternLM2 (the kit's own code) or, for the other families, transformers' own Qwen2, Phi-3 or
 Llama class, chosen by ``llm_config.architectures[0]`` as OpenGVLab's code chooses it. XTuner drives the
 training path (``extract_feature``, ``language_model``, ``mlp1``, ``img_context_token_id``);
-``chat``/``batch_chat`` are the official inference helpers.
+``chat``/``batch_chat`` are the official inference helpers. The id of ``<IMG_CONTEXT>`` lives in the
+config (``img_context_token_id``), as the image token's id does in transformers' own InternVL.
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_internvl_chat import InternVLChatConfig, llm_architecture
-from .conversation import get_conv_template
+from .conversation import (IMAGE_MARKER, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, expand_images,
+                           get_conv_template)
 from .modeling_intern_vit import InternVisionModel
 from .modeling_internlm2 import InternLM2ForCausalLM, resolve_attn_implementation
-
-IMG_START_TOKEN = "<img>"
-IMG_END_TOKEN = "</img>"
-IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 
 
 def build_language_model(llm_config) -> PreTrainedModel:
@@ -110,14 +108,26 @@ class InternVLChatModel(PreTrainedModel):
             nn.LayerNorm(vit_width), nn.Linear(vit_width, llm_width), nn.GELU(), nn.Linear(llm_width, llm_width)
         )
 
-        # The id of <IMG_CONTEXT>: chat() sets it from the tokenizer, XTuner sets it itself.
-        self.img_context_token_id: int | None = None
         # chat() puts this in the system turn; change it to change the assistant's persona. A
         # fine-tuned model's config may name the one it was trained with (the official configs
         # carry no such field, so theirs is the template's).
         default = get_conv_template(self.template).system_message if self.template else None
         self.system_message = getattr(config, "system_message", None) or default
         self.post_init()
+
+    @property
+    def img_context_token_id(self) -> int | None:
+        """The id of ``<IMG_CONTEXT>``, whose embeddings the image tokens replace: the config's.
+
+        The kit's folders store it in config.json; an official config names none, so the kit's
+        loader fills it from the tokenizer once, ``chat()`` does when nothing has, and XTuner
+        assigns it itself (``model.img_context_token_id = ...``), which lands in the config too.
+        """
+        return self.config.img_context_token_id
+
+    @img_context_token_id.setter
+    def img_context_token_id(self, value: int | None) -> None:
+        self.config.img_context_token_id = value
 
     def _init_weights(self, module: nn.Module) -> None:
         # The two towers initialise their own modules in their own post_init; this is for mlp1.
@@ -149,7 +159,9 @@ class InternVLChatModel(PreTrainedModel):
     ) -> torch.Tensor:
         """Put the image tokens, in order, where the ``<IMG_CONTEXT>`` placeholders are."""
         if self.img_context_token_id is None:
-            raise ValueError("set model.img_context_token_id = tokenizer.convert_tokens_to_ids('<IMG_CONTEXT>') first")
+            raise ValueError("the model does not know the id of <IMG_CONTEXT>: config.img_context_token_id is None. "
+                             "Load the folder with internvl_course.model.load.load_model, or set "
+                             "model.img_context_token_id = tokenizer.convert_tokens_to_ids('<IMG_CONTEXT>')")
         selected = input_ids == self.img_context_token_id
         features = image_features.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds.dtype)
         if int(selected.sum()) != features.shape[0]:
@@ -242,32 +254,18 @@ class InternVLChatModel(PreTrainedModel):
         ``generation_config`` is a dict of generate() arguments, e.g. dict(max_new_tokens=64,
         do_sample=False). With ``return_history`` the history including this turn comes back too.
         """
-        if history is None and pixel_values is not None and "<image>" not in question:
-            question = "<image>\n" + question
         if num_patches_list is None:
             num_patches_list = [pixel_values.shape[0]] if pixel_values is not None else []
         if pixel_values is not None and sum(num_patches_list) != pixel_values.shape[0]:
             raise ValueError(f"num_patches_list {num_patches_list} does not add up to {pixel_values.shape[0]} tiles")
-        self.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
-
-        template = get_conv_template(self.template)
-        template.system_message = self.system_message
-        history = list(history or [])
-        for old_question, old_answer in history:
-            template.append_message(template.roles[0], old_question)
-            template.append_message(template.roles[1], old_answer)
-        template.append_message(template.roles[0], question)
-        template.append_message(template.roles[1], None)
-        query = template.get_prompt()
-        for num_patches in num_patches_list:
-            image_tokens = IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (self.num_image_token * num_patches) + IMG_END_TOKEN
-            query = query.replace("<image>", image_tokens, 1)
+        image_tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
+        question, query, stop_token = self._prompt(tokenizer, question, history, num_patches_list, image_tokens)
 
         inputs = tokenizer(query, return_tensors="pt")
-        response = self._generate_replies(tokenizer, inputs, pixel_values, generation_config, template.stop_token)[0]
-        history.append((question, response))
+        response = self._generate_replies(tokenizer, inputs, pixel_values, generation_config, stop_token)[0]
+        history = list(history or []) + [(question, response)]
         if verbose:
-            shown = query.replace(IMG_CONTEXT_TOKEN, "").replace(IMG_START_TOKEN + IMG_END_TOKEN, "<image>")
+            shown = query.replace(IMG_CONTEXT_TOKEN, "").replace(IMG_START_TOKEN + IMG_END_TOKEN, IMAGE_MARKER)
             print(shown + response)
         return (response, history) if return_history else response
 
@@ -285,24 +283,20 @@ class InternVLChatModel(PreTrainedModel):
         """One single-turn question per image, answered in one left-padded batch.
 
         ``num_patches_list[i]`` is the number of tiles of question i's image; the tiles of all
-        images are concatenated in ``pixel_values`` in the same order.
+        images are concatenated in ``pixel_values`` in the same order. No questions, no replies.
         """
+        if not questions:
+            return []
         if pixel_values is None:
             num_patches_list = [0] * len(questions)
         elif num_patches_list is None or sum(num_patches_list) != pixel_values.shape[0]:
             raise ValueError("give num_patches_list: the tiles of each question's image, adding up to pixel_values")
-        self.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
-
+        image_tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
         queries = []
         for question, num_patches in zip(questions, num_patches_list, strict=True):
-            if num_patches and "<image>" not in question:
-                question = "<image>\n" + question
-            template = get_conv_template(self.template)
-            template.system_message = self.system_message
-            template.append_message(template.roles[0], question)
-            template.append_message(template.roles[1], None)
-            image_tokens = IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (self.num_image_token * num_patches) + IMG_END_TOKEN
-            queries.append(template.get_prompt().replace("<image>", image_tokens, 1))
+            _, query, stop_token = self._prompt(tokenizer, question, None, [num_patches] if num_patches else [],
+                                                image_tokens)
+            queries.append(query)
 
         # Left padding keeps every prompt's last token at the end, where generation continues.
         padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -310,7 +304,44 @@ class InternVLChatModel(PreTrainedModel):
             inputs = tokenizer(queries, return_tensors="pt", padding=True)
         finally:
             tokenizer.padding_side = padding_side
-        return self._generate_replies(tokenizer, inputs, pixel_values, generation_config, template.stop_token)
+        return self._generate_replies(tokenizer, inputs, pixel_values, generation_config, stop_token)
+
+    def adopt_image_token_id(self, tokenizer, context: str = IMG_CONTEXT_TOKEN) -> None:
+        """Take the tokenizer's id of ``context`` when the config names none (an official download);
+        refuse a different one, which would leave every placeholder unfound."""
+        context_id = tokenizer.convert_tokens_to_ids(context)
+        if self.img_context_token_id is None:
+            self.img_context_token_id = context_id
+        elif self.img_context_token_id != context_id:
+            raise ValueError(f"img_context_token_id is {self.img_context_token_id}, but the tokenizer gives {context} "
+                             f"the id {context_id}: use the tokenizer of this model's folder")
+
+    def _prompt(self, tokenizer, question: str, history: list[tuple[str, str]] | None, num_patches_list: list[int],
+                image_tokens: tuple[str, str, str]) -> tuple[str, str, str]:
+        """One turn as ``chat`` and ``batch_chat`` prompt it: (the question as asked, the prompt text,
+        the template's stop token).
+
+        A first turn (``history`` None) with pictures gets ``<image>\\n`` in front unless it places
+        ``<image>`` itself; the template's system message, the earlier turns and the question
+        follow, and each picture's ``<image>`` is expanded. ``image_tokens`` are the start, end
+        and context tokens chat() was given; with pictures, the context token's id becomes the
+        model's when the config names none, and must equal it otherwise, or no placeholder would
+        be found.
+        """
+        start, end, context = image_tokens
+        if num_patches_list:
+            self.adopt_image_token_id(tokenizer, context)
+            if history is None and IMAGE_MARKER not in question:
+                question = IMAGE_MARKER + "\n" + question
+        template = get_conv_template(self.template)
+        template.system_message = self.system_message
+        for old_question, old_answer in history or []:
+            template.append_message(template.roles[0], old_question)
+            template.append_message(template.roles[1], old_answer)
+        template.append_message(template.roles[0], question)
+        template.append_message(template.roles[1], None)
+        query = expand_images(template.get_prompt(), num_patches_list, self.num_image_token, start, end, context)
+        return question, query, template.stop_token
 
     def _generate_replies(
         self, tokenizer, inputs, pixel_values: torch.Tensor | None, generation_config: dict, stop_token: str

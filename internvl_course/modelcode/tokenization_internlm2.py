@@ -1,10 +1,11 @@
 """InternLM2's slow tokenizer: a sentencepiece ``tokenizer.model`` behind the transformers API.
 
 InternVL2-2B ships a slow ``InternLM2Tokenizer`` on a sentencepiece model, and LMDeploy loads
-tokenizers with ``use_fast=False`` (FACTS.md section 3), so every model directory needs this
-class. It is written for this kit, copied into each model directory as remote code, and works
-on transformers 4.48 (``PreTrainedTokenizer`` in tokenization_utils) and 5.x (the same name in
-tokenization_python): it only uses the hooks both versions share.
+tokenizers with ``use_fast=False`` (the internvl-course repository's docs/design.md, "LMDeploy"),
+so every model directory needs this class. It is written for this kit, copied into each model
+directory as remote code, and works on transformers 4.48 (``PreTrainedTokenizer`` in
+tokenization_utils) and 5.x (the same name in tokenization_python): it only uses the hooks both
+versions share.
 
 Special tokens (``<|im_start|>``, ``<img>``, ...) are pieces of the sentencepiece model itself
 (user-defined symbols, see ``internvl_course.tiny.internlm2_tokenizer``) and are also listed in

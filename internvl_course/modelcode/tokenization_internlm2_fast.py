@@ -65,6 +65,20 @@ def backend_from_sentencepiece(vocab_file: str) -> Tokenizer:
     return backend
 
 
+def _post_processor_flag(name: str) -> property:
+    """A flag whose change rebuilds the post-processor, so that the next encode adds (or stops
+    adding) the bos/eos token at once."""
+
+    def get(self) -> bool:
+        return getattr(self, f"_{name}")
+
+    def set_(self, value: bool) -> None:
+        setattr(self, f"_{name}", value)
+        self.update_post_processor()
+
+    return property(get, set_)
+
+
 class InternLM2TokenizerFast(PreTrainedTokenizerFast):
     """Fast twin of ``InternLM2Tokenizer``: same files, same special tokens, same ids."""
 
@@ -134,23 +148,8 @@ class InternLM2TokenizerFast(PreTrainedTokenizerFast):
             special_tokens=special,
         )
 
-    @property
-    def add_bos_token(self) -> bool:
-        return self._add_bos_token
-
-    @add_bos_token.setter
-    def add_bos_token(self, value: bool) -> None:
-        self._add_bos_token = value
-        self.update_post_processor()
-
-    @property
-    def add_eos_token(self) -> bool:
-        return self._add_eos_token
-
-    @add_eos_token.setter
-    def add_eos_token(self, value: bool) -> None:
-        self._add_eos_token = value
-        self.update_post_processor()
+    add_bos_token = _post_processor_flag("add_bos_token")
+    add_eos_token = _post_processor_flag("add_eos_token")
 
     @property
     def can_save_slow_tokenizer(self) -> bool:

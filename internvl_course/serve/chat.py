@@ -22,7 +22,7 @@ with the kit's code beside the checkpoint's linked weights), unless ``trust_remo
 Every backend builds InternVL's prompt (picture first, then the question) from the model's own
 template, so the same question gets the same prompt ids everywhere, and the same
 ``GenerationConfig`` means the same thing everywhere: a temperature above 0 samples, 0 is greedy
-(LMDeploy ignores temperature and top_p unless ``do_sample`` is set: FACTS.md section 3).
+(LMDeploy ignores temperature and top_p unless ``do_sample`` is set: docs/design.md, "LMDeploy").
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from internvl_course.model.preprocess import ImageSource
+from internvl_course.paths import environment
 
 BACKENDS = ("auto", "transformers", "lmdeploy", "pytorch", "turbomind")
 
@@ -134,6 +135,27 @@ class TurnControl:
         return torch.full((input_ids.shape[0],), self._cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+def turbomind_loads() -> tuple[bool, str]:
+    """Whether LMDeploy's TurboMind engine loads in this process, and if not, why, phrased to
+    follow the word "TurboMind".
+
+    TurboMind is a compiled extension that needs CUDA 12 libraries. Importing it is the whole
+    check: it takes a second, it is the first thing the engine does anyway, and a failure names
+    the missing library. A wheel with the library cut out (README, "Offline install") has no
+    extension to import at all.
+    """
+    import importlib
+
+    extension = "lmdeploy.turbomind._turbomind"
+    try:
+        importlib.import_module(extension)
+    except (ImportError, OSError) as err:
+        if isinstance(err, ModuleNotFoundError) and err.name == extension:
+            return False, "is not in this lmdeploy build"
+        return False, f"does not load here ({err})"
+    return True, "loads"
+
+
 def choose_backend(requested: str = "auto") -> tuple[str, str]:
     """(backend, reason). ``requested`` is one of BACKENDS; impossible requests raise with a fix."""
     import torch
@@ -156,8 +178,6 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
         return "transformers", "lmdeploy is not installed: using transformers"
     if requested == "pytorch":
         return "pytorch", "LMDeploy PyTorch engine requested"
-    from internvl_course.course.doctor import turbomind_loads
-
     loads, why = turbomind_loads()
     if requested == "turbomind":
         if not loads:
@@ -240,15 +260,13 @@ class ChatPipeline:
         from lmdeploy import PytorchEngineConfig, TurbomindEngineConfig
         from lmdeploy import pipeline as lmdeploy_pipeline
 
-        _allow_nested_event_loops()
+        from internvl_course.device import MULTICAST_OFF, check_gpu_count
+
         if self.dtype == "float32":
             raise ValueError("LMDeploy computes in float16 or bfloat16 only: use dtype='auto', 'float16' or "
                              "'bfloat16' with an LMDeploy backend (or backend='transformers' for float32)")
         if self.tp > 1:
-            from internvl_course.device import check_gpu_count, multicast_off
-
             check_gpu_count(self.tp, "tp")
-            multicast_off()  # LMDeploy's worker processes inherit it
         engine = TurbomindEngineConfig if self.backend == "turbomind" else PytorchEngineConfig
         # LMDeploy imports the folder's code itself: give it one holding the kit's code (the
         # checkpoint's own folder when the kit wrote it), unless the user trusts the folder's.
@@ -258,9 +276,13 @@ class ChatPipeline:
             from internvl_course.model.prepare import prepared_folder
 
             folder = prepared_folder(self.model_path, "LMDeploy")
-        self.engine = lmdeploy_pipeline(str(folder), trust_remote_code=True, log_level="ERROR",
-                                        backend_config=engine(tp=self.tp, session_len=self.session_len,
-                                                              dtype=self.dtype))
+        # Several GPUs talk over NCCL, which reads these while the pipeline is built (LMDeploy's
+        # worker processes copy the environment as they start): multicast is off for the engine,
+        # and the caller's environment is as it was afterwards.
+        with environment(**(MULTICAST_OFF if self.tp > 1 else {})):
+            self.engine = lmdeploy_pipeline(str(folder), trust_remote_code=True, log_level="ERROR",
+                                            backend_config=engine(tp=self.tp, session_len=self.session_len,
+                                                                  dtype=self.dtype))
 
     # -- chatting ------------------------------------------------------------------------------
     def _pixel_values(self, image: Any):
@@ -414,19 +436,6 @@ class ChatPipeline:
     def close(self) -> None:
         if self.backend != "transformers":
             self.engine.close()
-
-
-def _allow_nested_event_loops() -> None:
-    """Inside Jupyter an event loop is already running; LMDeploy's pipeline runs its own."""
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    import nest_asyncio
-
-    nest_asyncio.apply()
 
 
 def pipeline(model_path: str | Path | None = None, backend: str = "auto", tp: int = 1, **kwargs: Any) -> ChatPipeline:

@@ -2,7 +2,8 @@
 
 ``internvl-course demo`` (``make demo``) serves it on http://127.0.0.1:1096; notebooks and tests
 call ``build_demo`` and launch the Blocks themselves. It fixes what went wrong in the original
-tutorial's demo (FACTS.md sections 3, 5 and 6):
+tutorial's demo (docs/design.md, "LMDeploy", "The original tutorial and FoodieQA" and "Known pain
+points"):
 
 - every browser tab has its own conversation, kept in ``gr.State``: there is no chat object
   shared by all visitors, so two students never see each other's questions;
@@ -62,7 +63,7 @@ Message = dict[str, str]
 
 
 @dataclass(frozen=True)
-class Conversation:
+class PictureChat:
     """What one browser tab is talking about: its picture and the chat session so far.
 
     Each tab holds its own (``ChatTab`` in ``gr.State``). ``session`` is None until the first
@@ -94,7 +95,7 @@ class ChatTab:
     """
 
     def __init__(self) -> None:
-        self.conversation = Conversation()
+        self.conversation = PictureChat()
 
 
 def _scene_examples() -> list[ExamplePicture]:
@@ -201,7 +202,7 @@ def build_demo(pipe: ChatPipeline | None = None, model_path: str | Path | None =
 
     def start(tab: ChatTab, picture: Picture, name: str) -> tuple[list[Message], str]:
         """A new picture starts a new conversation (the model sees a picture only in the first turn)."""
-        tab.conversation = Conversation(picture, name)
+        tab.conversation = PictureChat(picture, name)
         return [], f"新图片：{name}。请提问。 New picture ({name}): ask about it."
 
     def set_picture(upload: dict[str, Any] | None, tab: ChatTab) -> tuple[Any, ...]:
@@ -260,7 +261,7 @@ def build_demo(pipe: ChatPipeline | None = None, model_path: str | Path | None =
         return [], "对话已清空，图片保留。 Chat cleared; the picture stays."
 
     def restart(tab: ChatTab) -> tuple[None, list[Message], str]:
-        tab.conversation = Conversation()
+        tab.conversation = PictureChat()
         return None, [], "已重新开始。 Started over: upload a picture or pick an example."
 
     with gr.Blocks(title="InternVL2 看图对话", analytics_enabled=False) as demo:

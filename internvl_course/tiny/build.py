@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
 from internvl_course.fileio import atomic_directory
+from internvl_course.model.write import write_model_folder
+from internvl_course.modelcode.configuration_internvl_chat import InternVLChatConfig
 from internvl_course.modelcode.official_configs import INTERNVL2_1B_CONFIG, INTERNVL2_2B_CONFIG, INTERNVL2_5_2B_CONFIG
-from internvl_course.paths import BASE_WEIGHTS, MODELCODE, tiny_model_dir
+from internvl_course.paths import BASE_WEIGHTS, tiny_model_dir
 from internvl_course.tiny.internlm2_tokenizer import build_tokenizer
 
 # The talking base (internvl_course.tiny.pretrain): trained weights shipped with the kit's source, so
@@ -106,6 +111,30 @@ def _tokenizer_for(weights_file: Path | None) -> bytes | None:
     return shipped.read_bytes() if shipped.is_file() else None
 
 
+@contextmanager
+def family_tokenizer(family: str, model: bytes | None = None) -> Iterator[tuple[Any, list[Path]]]:
+    """(tokenizer, its files) for ``family``, written to a temporary folder that is removed on exit.
+
+    InternLM2 families get the kit's sentencepiece tokenizer (``model``: a trained sentencepiece
+    model to reuse, else a fresh one), the Qwen2 family the kit's byte-level BPE.
+    """
+    with tempfile.TemporaryDirectory(prefix="tokenizer-") as tmp:
+        folder = Path(tmp)
+        if _family(family)["tokenizer"] == "qwen2":
+            from transformers import AutoTokenizer
+
+            from internvl_course.tiny.qwen2_tokenizer import build_qwen2_tokenizer
+
+            build_qwen2_tokenizer(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        else:
+            from internvl_course.modelcode.tokenization_internlm2 import InternLM2Tokenizer
+
+            build_tokenizer(folder, model=model, template=_family(family)["config"]["template"])
+            tokenizer = InternLM2Tokenizer.from_pretrained(folder)
+        yield tokenizer, sorted(folder.iterdir())
+
+
 def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: str | Path | None = "base",
                      overwrite: bool = False, family: str = "internvl2-2b") -> Path:
     """Write the tiny InternVL2 to ``out_dir`` (default ``work_dirs/models/internvl2-tiny``).
@@ -123,31 +152,18 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
     Trained weights come with the ``tokenizer.model`` they were trained with, beside them; the
     random initialisation gets a freshly trained tokenizer.
 
-    The directory is assembled in a temporary folder beside ``out_dir`` and renamed into place,
-    so a crash never leaves half a model behind.
+    The directory is written by ``model.write.write_model_folder``: assembled beside ``out_dir``
+    and renamed into place, so a crash never leaves half a model behind.
     """
     from safetensors.torch import load_file
 
     from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
-    spec = _family(family)
     out = Path(out_dir) if out_dir is not None else tiny_model_dir()
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()  # an empty folder holds nothing to lose
     weights_file = _weights_file(weights, family)
-    with atomic_directory(out, overwrite) as staging:
-        if spec["tokenizer"] == "qwen2":
-            from transformers import AutoTokenizer
-
-            from internvl_course.tiny.qwen2_tokenizer import build_qwen2_tokenizer
-
-            build_qwen2_tokenizer(staging)
-            tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=False)
-        else:
-            from internvl_course.modelcode.tokenization_internlm2 import InternLM2Tokenizer
-
-            build_tokenizer(staging, model=_tokenizer_for(weights_file), template=spec["config"]["template"])
-            tokenizer = InternLM2Tokenizer.from_pretrained(staging)
+    with family_tokenizer(family, _tokenizer_for(weights_file)) as (tokenizer, tokenizer_files):
         config = tiny_config(tokenizer, family)
         torch.manual_seed(seed)
         model = InternVLChatModel(config).eval()
@@ -157,12 +173,8 @@ def build_tiny_model(out_dir: str | Path | None = None, seed: int = 0, weights: 
             if missing or unexpected:
                 raise ValueError(f"{weights_file} does not fit the tiny model: missing {missing[:5]}, "
                                  f"unexpected {unexpected[:5]}. Rebuild it with internvl-course base.")
-        model.save_pretrained(staging, safe_serialization=True)
-        for name in MODEL_CODE_FILES:
-            shutil.copyfile(MODELCODE / name, staging / name)
-        (staging / "generation_config.json").write_text(
-            json.dumps(generation_config(tokenizer, family), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return out
+        return write_model_folder(model, tokenizer, out, tokenizer_files=tokenizer_files, overwrite=overwrite,
+                                  generation_config=generation_config(tokenizer, family))
 
 
 #: What each code file of a folder laid out by ``lay_out_as_download`` does when imported.
@@ -173,15 +185,20 @@ TRIPWIRE = ('raise RuntimeError("{name} of a downloaded model folder was importe
 def lay_out_as_download(model_dir: str | Path, out_dir: str | Path, code_dir: str | Path | None = None) -> Path:
     """Copy a kit-built folder into ``out_dir`` laid out as a hub download of the same release.
 
-    Config, tokenizer files and weights stay as they are (the kit writes OpenGVLab's schema and
-    ``auto_map`` names); every ``*.py`` file is replaced: by the file of that name in ``code_dir``
+    Tokenizer files and weights stay as they are, and so does the config (the kit writes
+    OpenGVLab's schema and ``auto_map`` names) but for ``img_context_token_id``, which only the
+    kit's folders carry; every ``*.py`` file is replaced: by the file of that name in ``code_dir``
     (OpenGVLab's own code, for a comparison run beside the kit's) or, by default, by a tripwire that
     raises if anything imports it. ``out_dir`` must not exist yet.
     """
     src, out = Path(model_dir), Path(out_dir)
     with atomic_directory(out) as staging:
         for file in sorted(src.iterdir()):
-            if file.suffix != ".py":
+            if file.name == "config.json":
+                config = json.loads(file.read_text(encoding="utf-8"))
+                config.pop("img_context_token_id", None)
+                (staging / file.name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            elif file.suffix != ".py":
                 shutil.copyfile(file, staging / file.name)
             elif code_dir is not None:
                 shutil.copyfile(Path(code_dir) / file.name, staging / file.name)

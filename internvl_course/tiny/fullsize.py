@@ -11,16 +11,14 @@ tokenizer, the Hermes-2 template) the same way.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
-from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES, InternVLChatConfig
-from internvl_course.fileio import atomic_directory
-from internvl_course.paths import MODELCODE
-from internvl_course.tiny.build import TINY_FAMILIES, generation_config
-from internvl_course.tiny.internlm2_tokenizer import build_tokenizer
+from internvl_course.fileio import refuse_existing
+from internvl_course.model.write import write_model_folder
+from internvl_course.modelcode.configuration_internvl_chat import InternVLChatConfig
+from internvl_course.tiny.build import TINY_FAMILIES, family_tokenizer, generation_config
 
 
 def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cuda",
@@ -30,26 +28,14 @@ def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cud
     The vocabulary stays the release's (InternVL2-2B: 92553 rows); the kit's tokenizer uses the first ones, so
     the output rows of the ids it does not have are zeroed (a random model would otherwise pick
     ids that no tokenizer can decode). Weights are created on ``device`` (seconds on a GPU,
-    minutes on a CPU) in ``dtype``; the folder is assembled beside ``out_dir`` and renamed.
+    minutes on a CPU) in ``dtype``; the folder is written by ``model.write.write_model_folder``,
+    assembled beside ``out_dir`` and renamed.
     """
     from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
-    spec = TINY_FAMILIES[family]
-    out = Path(out_dir)
-    with atomic_directory(out) as staging:
-        if spec["tokenizer"] == "qwen2":
-            from transformers import AutoTokenizer
-
-            from internvl_course.tiny.qwen2_tokenizer import build_qwen2_tokenizer
-
-            build_qwen2_tokenizer(staging)
-            tokenizer = AutoTokenizer.from_pretrained(staging, trust_remote_code=False)
-        else:
-            from internvl_course.modelcode.tokenization_internlm2 import InternLM2Tokenizer
-
-            build_tokenizer(staging, template=spec["config"]["template"])
-            tokenizer = InternLM2Tokenizer.from_pretrained(staging)
-        config = InternVLChatConfig(**json.loads(json.dumps(spec["config"])))  # a deep copy
+    refuse_existing(Path(out_dir))  # before minutes of weight initialisation, not after
+    with family_tokenizer(family) as (tokenizer, tokenizer_files):
+        config = InternVLChatConfig(**json.loads(json.dumps(TINY_FAMILIES[family]["config"])))  # a deep copy
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
@@ -60,12 +46,8 @@ def build_full_size_model(out_dir: str | Path, seed: int = 0, device: str = "cud
             torch.set_default_dtype(previous)
         with torch.no_grad():
             model.language_model.get_output_embeddings().weight[len(tokenizer):] = 0
-        model.save_pretrained(staging, safe_serialization=True)
-        for name in MODEL_CODE_FILES:
-            shutil.copyfile(MODELCODE / name, staging / name)
-        (staging / "generation_config.json").write_text(
-            json.dumps(generation_config(tokenizer, family), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return out
+        return write_model_folder(model, tokenizer, out_dir, tokenizer_files=tokenizer_files,
+                                  generation_config=generation_config(tokenizer, family))
 
 
 def main(argv: list[str] | None = None) -> int:

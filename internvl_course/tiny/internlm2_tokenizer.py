@@ -46,7 +46,8 @@ REQUIRED_CHARS = "".join(chr(c) for c in range(0x21, 0x7F)) + "，。！？、�
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 PAD = EOS  # internlm2-chat pads with </s>
-MODEL_MAX_LENGTH = 8192  # the max_length XTuner's InternVL2-2B config trains with (FACTS.md section 5)
+# The max_length XTuner's InternVL2-2B config trains with (docs/design.md, "The original tutorial and FoodieQA").
+MODEL_MAX_LENGTH = 8192
 
 # The chat template exactly as the kit's conversation.py (and so chat()) writes the prompt: a
 # system turn (the template's default system message when none is given), each message closed by
@@ -87,7 +88,7 @@ def chat_template(system_message: str | None = None, template: str = "internlm2-
 CHAT_TEMPLATE = chat_template()
 
 
-XTUNER_SYSTEM_MESSAGE = "You are an AI assistant whose name is InternLM (书生·浦语)."  # FACTS.md section 2
+XTUNER_SYSTEM_MESSAGE = "You are an AI assistant whose name is InternLM (书生·浦语)."  # docs/design.md, "XTuner 0.2.0"
 # What "<image>" becomes before tokenizing (one context token stands for the 256 per tile).
 IMAGE_IN_PROMPT = "<img><IMG_CONTEXT></img>"
 
@@ -150,7 +151,8 @@ def train_sentencepiece(vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0) -> 
     return model.getvalue()
 
 
-def _special(content: str) -> dict[str, Any]:
+def special_token(content: str) -> dict[str, Any]:
+    """A special token as tokenizer files describe it: matched as it is, never stripped or split."""
     return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
 
 
@@ -161,7 +163,7 @@ def tokenizer_config(sp: spm.SentencePieceProcessor, template: str = "internlm2-
     return {
         "add_bos_token": True,
         "add_eos_token": False,
-        "added_tokens_decoder": {str(i): _special(token) | {"special": True} for token, i in ids.items()},
+        "added_tokens_decoder": {str(i): special_token(token) | {"special": True} for token, i in ids.items()},
         "additional_special_tokens": list(ADDITIONAL_SPECIAL_TOKENS),
         "auto_map": {
             "AutoTokenizer": [
@@ -180,15 +182,11 @@ def tokenizer_config(sp: spm.SentencePieceProcessor, template: str = "internlm2-
     }
 
 
-def special_tokens_map() -> dict[str, Any]:
-    """special_tokens_map.json, which InternVL2-2B also ships: loaders without added_tokens_decoder read it."""
-    return {
-        "additional_special_tokens": list(ADDITIONAL_SPECIAL_TOKENS),
-        "bos_token": _special(BOS),
-        "eos_token": _special(EOS),
-        "pad_token": _special(PAD),
-        "unk_token": _special(UNK),
-    }
+def special_tokens_map(additional: tuple[str, ...] = (), **named: str) -> dict[str, Any]:
+    """special_tokens_map.json, which InternVL2 checkpoints ship beside tokenizer_config.json
+    (loaders without ``added_tokens_decoder`` read it): ``named`` as ``bos_token=...`` and so on."""
+    return {"additional_special_tokens": list(additional)} | {
+        f"{role}_token": special_token(content) for role, content in named.items()}
 
 
 def _json(data: dict[str, Any]) -> str:
@@ -209,7 +207,7 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, s
     atomic_write_bytes(out / "tokenizer.model", model)
     config = tokenizer_config(spm.SentencePieceProcessor(model_proto=model), template)
     atomic_write_text(out / "tokenizer_config.json", _json(config))
-    atomic_write_text(out / "special_tokens_map.json", _json(special_tokens_map()))
+    atomic_write_text(out / "special_tokens_map.json", _json(special_tokens_map(ADDITIONAL_SPECIAL_TOKENS, bos=BOS, eos=EOS, pad=PAD, unk=UNK)))
     for name in CODE_FILES:
         shutil.copyfile(MODELCODE / name, out / name)
     return out

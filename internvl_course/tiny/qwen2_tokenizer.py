@@ -26,7 +26,8 @@ from tokenizers.trainers import BpeTrainer
 
 from internvl_course.fileio import atomic_write_text
 from internvl_course.modelcode.conversation import INTERNVL_SYSTEM_MESSAGE
-from internvl_course.tiny.internlm2_tokenizer import INTERNVL_SPECIAL, MODEL_MAX_LENGTH, chat_template, training_sentences
+from internvl_course.tiny.internlm2_tokenizer import (INTERNVL_SPECIAL, MODEL_MAX_LENGTH, chat_template, special_token,
+                                                     special_tokens_map, training_sentences)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -137,10 +138,6 @@ def tokenizer_json(vocab: dict[str, int], merges: list[tuple[str, str]]) -> str:
     return tokenizer.to_str(pretty=True) + "\n"
 
 
-def _special(content: str) -> dict[str, Any]:
-    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
-
-
 def tokenizer_config(vocab_size: int, system_message: str = INTERNVL_SYSTEM_MESSAGE) -> dict[str, Any]:
     """tokenizer_config.json with Qwen2-Instruct's keys and InternVL2-1B's special tokens.
 
@@ -151,7 +148,7 @@ def tokenizer_config(vocab_size: int, system_message: str = INTERNVL_SYSTEM_MESS
     return {
         "add_prefix_space": False,
         "added_tokens_decoder": {
-            str(vocab_size + i): _special(token) | {"special": True} for i, token in enumerate(SPECIAL_TOKENS)
+            str(vocab_size + i): special_token(token) | {"special": True} for i, token in enumerate(SPECIAL_TOKENS)
         },
         "additional_special_tokens": list(ADDITIONAL_SPECIAL_TOKENS),
         "bos_token": None,
@@ -166,14 +163,6 @@ def tokenizer_config(vocab_size: int, system_message: str = INTERNVL_SYSTEM_MESS
         "unk_token": None,
     }
 
-
-def special_tokens_map() -> dict[str, Any]:
-    """special_tokens_map.json, as Qwen2-Instruct ships it (no bos, no unk)."""
-    return {
-        "additional_special_tokens": list(ADDITIONAL_SPECIAL_TOKENS),
-        "eos_token": _special(EOS),
-        "pad_token": _special(PAD),
-    }
 
 
 def _json(data: Any, **options: Any) -> str:
@@ -198,7 +187,9 @@ def build_qwen2_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_S
     atomic_write_text(out / "tokenizer.json", tokenizer_json(vocab, merges))
     atomic_write_text(out / "tokenizer_config.json",
                       _json(tokenizer_config(vocab_size, system_message), indent=2, sort_keys=True))
-    atomic_write_text(out / "special_tokens_map.json", _json(special_tokens_map(), indent=2, sort_keys=True))
+    # as Qwen2-Instruct ships it: no bos, no unk
+    atomic_write_text(out / "special_tokens_map.json",
+                      _json(special_tokens_map(ADDITIONAL_SPECIAL_TOKENS, eos=EOS, pad=PAD), indent=2, sort_keys=True))
     return out
 
 

@@ -1,7 +1,7 @@
 """Write internvl2_2b_params.json: every parameter name and shape of InternVL2-2B, by hand.
 
 Derived only from the published architecture (InternVL2 model card and config.json; the kit's
-FACTS.md section 4), deliberately without importing the kit's model code, so that the test
+docs/design.md, "InternVL2"), deliberately without importing the kit's model code, so that the test
 comparing the two checks our code against an independent count:
 
 * InternViT-300M-448px: hidden 1024, 24 layers, intermediate 4096, patch 14, image 448,
