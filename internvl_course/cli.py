@@ -20,7 +20,13 @@ FORWARDED = {
 
 
 def build_artifacts(force: bool = False) -> int:
-    """Build what the course generates, skipping what is already there (unless ``force``)."""
+    """Build what the course generates, skipping what is already there (unless ``force``).
+
+    The tiny model's folder is replaced only if the kit wrote it (``fileio``). One an older kit
+    wrote carries no marker; at this path, the kit's own under work_dirs/models/, a folder holding
+    only what the kit writes in a model folder is taken for it, so ``make`` keeps rebuilding it
+    (``model.write.adopt_older_model_folder``); any other file in it stops the build, named.
+    """
     from internvl_course.paths import tiny_model_dir
     from internvl_course.tiny.build import build_tiny_model
 
@@ -29,7 +35,11 @@ def build_artifacts(force: bool = False) -> int:
         print(f"embedded model: already built at {target}")
         return 0
     print(f"embedded model: building {target} ...", flush=True)
-    build_tiny_model(target, overwrite=True)  # the kit's own generated folder, never a user's model
+    try:
+        build_tiny_model(target, overwrite=True)
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
     print(f"embedded model: built {target} ({size:.1f} MB)")
     return 0

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import MODEL_FILES
+from internvl_course.fileio import MARKER
 from internvl_course.finetune import convert as C
 from internvl_course.tiny.internlm2_tokenizer import XTUNER_SYSTEM_MESSAGE
 
@@ -28,7 +29,7 @@ def test_writes_an_official_directory_that_loads_and_chats(converted):
     from internvl_course.data.drawing import Piece, Scene, render
 
     result, _ = converted
-    assert {p.name for p in result.out_dir.iterdir()} == MODEL_FILES
+    assert {p.name for p in result.out_dir.iterdir()} == MODEL_FILES | {MARKER}
     model = AutoModel.from_pretrained(result.out_dir, trust_remote_code=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(result.out_dir, trust_remote_code=True)
     reply = model.chat(tokenizer, load_image(render(Scene(pieces=(Piece("circle", "red", 2),)), seed=2)),
@@ -44,7 +45,7 @@ def test_writes_an_official_directory_that_loads_and_chats(converted):
 
 def test_merged_weights_are_base_plus_scaled_lora(converted, tiny_model):
     result, checkpoint = converted
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = C.read_checkpoint(checkpoint)
     meta = saved["meta"]["cfg"]
     assert "r=32" in meta and "lora_alpha=64" in meta  # cpu-tiny: scale 2
     prefix = "model.language_model.base_model.model.model.layers.1.attention.wqkv"
@@ -81,17 +82,18 @@ def test_logit_check_is_tight_and_would_catch_a_wrong_merge(converted, tiny_mode
     torch.testing.assert_close(C._logits(model, inputs), plain)  # the hooks were removed
 
 
-def test_refuses_to_write_into_the_base_or_the_checkpoint_folder(tiny_model, xtuner_run):
+def test_refuses_an_output_that_is_holds_or_lies_inside_an_input(tiny_model, xtuner_run):
     _, work, run = xtuner_run
     before = {p.name for p in tiny_model.iterdir()}
-    with pytest.raises(ValueError, match="inside the base model"):
+    with pytest.raises(ValueError, match="lies inside the base model"):
         C.convert(tiny_model, run.checkpoint, tiny_model / "merged")
-    with pytest.raises(ValueError, match="inside the checkpoint folder"):
-        C.convert(tiny_model, run.checkpoint, work / "hf")
-    with pytest.raises(ValueError, match="inside the base model"):
+    with pytest.raises(ValueError, match="is the base model"):
         C.convert(tiny_model, run.checkpoint, tiny_model)
-    assert {p.name for p in tiny_model.iterdir()} == before
-    assert not (work / "hf").exists()
+    with pytest.raises(ValueError, match="contains the checkpoint"):
+        C.convert(tiny_model, run.checkpoint, work, overwrite=True)
+    with pytest.raises(ValueError, match="is the checkpoint"):
+        C.convert(tiny_model, run.checkpoint, run.checkpoint, overwrite=True)
+    assert {p.name for p in tiny_model.iterdir()} == before and run.checkpoint.is_file()
 
 
 def test_never_overwrites_an_existing_output(tmp_path, tiny_model, xtuner_run):
@@ -135,9 +137,7 @@ def test_rank_and_alpha_come_from_the_checkpoint_or_the_caller(xtuner_run, tmp_p
     _, _, run = xtuner_run
     assert C.load_adapter(run.checkpoint).scale == 2.0
     assert C.load_adapter(run.checkpoint, lora_r=8, lora_alpha=8).scale == 1.0
-    saved = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
-    saved["meta"] = {}
-    torch.save(saved, tmp_path / "bare.pth")
+    torch.save({"state_dict": C.read_checkpoint(run.checkpoint)["state_dict"]}, tmp_path / "bare.pth")
     with pytest.raises(ValueError, match="pass lora_r=... and lora_alpha="):
         C.load_adapter(tmp_path / "bare.pth")
 

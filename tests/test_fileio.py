@@ -63,11 +63,11 @@ def test_atomic_directory_appears_whole_and_readable(tmp_path):
 
 
 def test_atomic_directory_failure_leaves_nothing_and_keeps_the_old(tmp_path):
-    from internvl_course.fileio import atomic_directory
+    from internvl_course.fileio import MARKER, atomic_directory
 
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "old").write_text("keep")
-    with pytest.raises(FileExistsError, match="does not overwrite"):
+    with atomic_directory(tmp_path / "model") as staging:
+        (staging / "old").write_text("keep")
+    with pytest.raises(FileExistsError, match="does not overwrite it unless asked"):
         with atomic_directory(tmp_path / "model"):
             pass
     with pytest.raises(RuntimeError, match="half way"):
@@ -75,7 +75,7 @@ def test_atomic_directory_failure_leaves_nothing_and_keeps_the_old(tmp_path):
             (staging / "new").write_text("half")
             raise RuntimeError("half way")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    assert [p.name for p in (tmp_path / "model").iterdir()] == ["old"]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted([MARKER, "old"])
 
 
 def _refuse_umask(mask: int) -> int:

@@ -61,7 +61,7 @@ def test_build_is_deterministic_and_writes_what_doctor_looks_for(tmp_path):
 
 def test_build_refuses_a_folder_that_is_not_a_kit_dataset(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a dataset this kit built"):
+    with pytest.raises(FileExistsError, match="the kit did not write it"):
         food_vqa.build(tmp_path, per_dish={"train": 1, "validation": 1, "test": 1}, size=64, progress=False)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 

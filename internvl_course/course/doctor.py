@@ -3,20 +3,24 @@
 One table covers both environments, the hardware, which chat backends can run here and why
 not, and the kit's generated artefacts. Every missing piece gets exactly one fix hint and
 makes the exit status 1, so an instructor can run it before class and a script can trust it.
+A check that cannot run is a row too, with the reason and the fix: the doctor is run on broken
+machines, so it must never be the thing that crashes.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from internvl_course.paths import KERNEL_NAME, TRAIN_ENV_NAME, food_data_dir, repo_root, tiny_model_dir
+from internvl_course.paths import KERNEL_NAME, TRAIN_ENV_NAME, env_python, food_data_dir, repo_root, tiny_model_dir
 from internvl_course.finetune.trainenv import TrainEnvMissing, train_env_versions
 
 COURSE_ENV_PACKAGES = ("torch", "transformers", "lmdeploy", "gradio", "timm", "papermill", "nbval",
@@ -56,6 +60,29 @@ def check_course_env() -> Check:
     return Check(f"course env ({where.name})", OK, _versions_text(versions))
 
 
+#: Names the train env's Python instead of .venv-train/bin/python (``paths.env_python``).
+TRAIN_PYTHON_ENV = "INTERNVL_COURSE_TRAIN_PYTHON"
+
+
+def _train_python_unrunnable(err: OSError) -> Check:
+    """The row for a train env Python that exists but cannot be started (``err`` from starting it)."""
+    python = env_python(TRAIN_ENV_NAME)
+    if python.is_dir():
+        why = f"{python} is a folder, not a Python interpreter"
+    elif isinstance(err, PermissionError):
+        why = f"{python} is not executable (permission denied)"
+    else:
+        why = f"{python} cannot be started: {err.strerror or err}"
+    if os.environ.get(TRAIN_PYTHON_ENV):
+        fix = (f"point {TRAIN_PYTHON_ENV} (now {python}) at the train env's bin/python, or unset it to use "
+               f"{TRAIN_ENV_NAME}/")
+    else:
+        fix = f"run `make setup` to create {TRAIN_ENV_NAME}/ again (installs requirements/train.lock)"
+    if isinstance(err, PermissionError) and python.is_file():
+        fix = f"make it executable (`chmod +x {python}`), or {fix}"
+    return Check(f"train env ({TRAIN_ENV_NAME})", MISSING, why, fix)
+
+
 def check_train_env() -> Check:
     name = f"train env ({TRAIN_ENV_NAME})"
     try:
@@ -63,6 +90,8 @@ def check_train_env() -> Check:
     except (TrainEnvMissing, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
         return Check(name, MISSING, str(err).splitlines()[0],
                      "run `make setup` (installs requirements/train.lock into .venv-train/)")
+    except OSError as err:  # there, but not something this machine can run
+        return _train_python_unrunnable(err)
     absent = [k for k, v in versions.items() if v is None]
     if absent:
         return Check(name, MISSING, f"missing: {', '.join(absent)}",
@@ -75,11 +104,16 @@ def check_kernel() -> Check:
         from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     except ImportError:
         return Check("jupyter kernel", MISSING, "jupyter_client is not installed", "run `make setup`")
+    manager = KernelSpecManager()
     try:
-        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        spec = manager.get_kernel_spec(KERNEL_NAME)
     except NoSuchKernel:
         return Check("jupyter kernel", MISSING, f"no kernel named {KERNEL_NAME!r}",
                      "run `make setup` (registers .venv as the kernel internvl-course)")
+    except (ValueError, OSError) as err:  # a kernel.json that is not JSON, or cannot be read
+        where = manager.find_kernel_specs().get(KERNEL_NAME, KERNEL_NAME)
+        return Check("jupyter kernel", MISSING, f"the kernel spec {where}/kernel.json cannot be read: {err}",
+                     f"delete or repair {where}/kernel.json, then run `make setup` to register the kernel again")
     kernel_python = Path(spec.argv[0])
     if not kernel_python.exists():
         return Check("jupyter kernel", MISSING, f"{KERNEL_NAME} points at {kernel_python}, which is gone",
@@ -161,22 +195,39 @@ def check_model(model_path: str | Path) -> list[Check]:
     return rows
 
 
+def _guarded(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
+    """The rows of ``check``, or one row named ``name`` saying why the check could not run."""
+    try:
+        rows = check()
+    except Exception as err:  # any failure becomes a row, never a crash
+        return [Check(name, MISSING, f"could not be checked: {type(err).__name__}: {err}",
+                      "fix what the error names, or run `make setup` to reinstall both environments; "
+                      "then run `internvl-course doctor` again")]
+    return rows if isinstance(rows, list) else [rows]
+
+
 def run_checks(model_path: str | Path | None = None) -> list[Check]:
-    torch_row, gpu_row, cuda = check_torch()
-    model_rows = check_model(model_path) if model_path else []
-    return [
-        check_course_env(),
-        check_train_env(),
-        check_kernel(),
-        torch_row,
-        gpu_row,
-        *check_backends(cuda),
-        check_flash_attn(),
-        check_disk(),
-        check_artifact("embedded model", tiny_model_dir(), "config.json"),
-        check_artifact("food dataset", food_data_dir(), "train.json"),
-        *model_rows,
+    cuda = False
+
+    def hardware() -> list[Check]:
+        nonlocal cuda
+        torch_row, gpu_row, cuda = check_torch()
+        return [torch_row, gpu_row]
+
+    checks: list[tuple[str, Callable[[], Check | list[Check]]]] = [
+        ("course env", check_course_env),
+        (f"train env ({TRAIN_ENV_NAME})", check_train_env),
+        ("jupyter kernel", check_kernel),
+        ("torch", hardware),
+        ("chat backends", lambda: check_backends(cuda)),
+        ("flash-attn", check_flash_attn),
+        ("free disk", check_disk),
+        ("embedded model", lambda: check_artifact("embedded model", tiny_model_dir(), "config.json")),
+        ("food dataset", lambda: check_artifact("food dataset", food_data_dir(), "train.json")),
     ]
+    if model_path:
+        checks.append(("model", lambda: check_model(model_path)))
+    return [row for name, check in checks for row in _guarded(name, check)]
 
 
 def format_table(checks: list[Check]) -> str:

@@ -31,8 +31,9 @@ def apply_params(number: str, namespace: dict[str, Any]) -> None:
 
     The cell after each notebook's ``parameters`` cell calls this, so that an nbval run (which
     cannot inject parameters as papermill does) finishes in seconds with ``smoke``. It prints what
-    it changed, so an output made with other values says so. A name that is not a parameter of the
-    notebook is an error: a typo in a parameters file must not silently run the defaults. It
+    it changed, so an output made with other values says so. A name that is not in the notebook's
+    parameters cell is an error (``runner.load_params`` checks every notebook's names): a typo in a
+    parameters file must not silently run the defaults, nor overwrite some other variable. It
     returns nothing, so that the cell shows nothing when the variable is unset.
     """
     choice = os.environ.get(PARAMS_ENV, "")
@@ -40,10 +41,10 @@ def apply_params(number: str, namespace: dict[str, Any]) -> None:
         return
     from internvl_course.course.runner import load_params
 
-    changes = load_params(choice).get(number, {})
-    unknown = sorted(set(changes) - set(namespace))
-    if unknown:
-        raise NameError(f"{PARAMS_ENV}={choice}: {', '.join(unknown)} not defined in notebook {number}")
+    try:
+        changes = load_params(choice).get(number, {})
+    except SystemExit as refused:  # the runner's way to stop; in a notebook an exception stops the cell
+        raise NameError(f"{PARAMS_ENV}={choice}: {refused.code}") from None
     for name, value in changes.items():
         print(f"{PARAMS_ENV}={choice}: {name} = {value!r} (was {namespace[name]!r})")
     namespace.update(changes)

@@ -8,6 +8,7 @@ is non-zero, so an instructor can trust one command before class.
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import shutil
@@ -36,9 +37,48 @@ class NotebookResult:
     error: str = ""
 
 
+def notebook_parameters(path: Path) -> list[str]:
+    """The names a notebook's ``parameters`` cell assigns, in order: the only names a parameters
+    file may set for it (papermill injects whatever it is given, with a mere warning)."""
+    for cell in json.loads(path.read_text(encoding="utf-8")).get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            names = [target.id for node in ast.parse(source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                     for assigned in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                     for target in ast.walk(assigned) if isinstance(target, ast.Name)]
+            return list(dict.fromkeys(names))
+    return []
+
+
+def check_params(parameters: dict[str, dict[str, Any]], source_dir: Path | None = None) -> None:
+    """Refuse, before any notebook runs, a notebook number the course lacks or a name that is not
+    one of that notebook's parameters, listing the ones it has: a misspelt name would otherwise run
+    the default and report success."""
+    course = {nb.number: nb for nb in COURSE}
+    unknown = sorted(set(parameters) - set(course))
+    if unknown:
+        raise SystemExit(f"parameters for notebook {', '.join(unknown)}: no such notebook. The course has "
+                         + ", ".join(course) + ".")
+    problems = []
+    for number, values in parameters.items():
+        path = course[number].path(source_dir)
+        if not path.is_file():
+            continue  # the run itself reports a notebook that is not there
+        known = notebook_parameters(path)
+        wrong = [name for name in values if name not in known]
+        if wrong:
+            problems.append(f"{', '.join(wrong)} not defined in notebook {number} ({path.name}), whose parameters "
+                            f"are {', '.join(known)}")
+    if problems:
+        raise SystemExit("unknown parameter name(s); nothing ran. Use the names of each notebook's parameters cell:\n  "
+                         + "\n  ".join(problems))
+
+
 def load_params(params: str) -> dict[str, dict[str, Any]]:
-    """``smoke``, ``full`` or a YAML/JSON file mapping notebook numbers to parameters."""
+    """``smoke``, ``full`` or a YAML/JSON file mapping notebook numbers to parameters, checked
+    against the notebooks' own parameters (``check_params``)."""
     if params == "smoke":
+        check_params(SMOKE_PARAMS)
         return SMOKE_PARAMS
     if params == "full":
         return {}
@@ -52,7 +92,12 @@ def load_params(params: str) -> dict[str, dict[str, Any]]:
     if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
         raise SystemExit(f"{path}: expected a mapping of notebook numbers to parameter mappings, "
                          "for example {\"03\": {\"max_num\": 6}}.")
-    return {str(k).zfill(2): v for k, v in loaded.items()}
+    parameters = {str(k).zfill(2): v for k, v in loaded.items()}
+    try:
+        check_params(parameters)
+    except SystemExit as refused:
+        raise SystemExit(f"--params {params}: {refused.code}") from None
+    return parameters
 
 
 def select(only: list[str]) -> list[Notebook]:

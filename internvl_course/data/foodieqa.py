@@ -18,7 +18,8 @@ The terms are printed on every run::
 
 The output has the tutorial's shape (``image`` = ``food_meta.food_file``, relative to the
 FoodieQA folder, which becomes XTuner's ``image_folder``), built by the same ``data.to_llava``
-as the kit's own dataset, so both are asked and answered the same way.
+as the kit's own dataset, so both are asked and answered the same way. ``--out`` is never the
+sivqa file or one of its pictures, and an existing file is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from internvl_course.data.food_vqa import dumps, to_llava
-from internvl_course.fileio import atomic_write_text
-from internvl_course.data.validate import DatasetError, Problem, check_file, read_items
+from internvl_course.fileio import atomic_write_text, refuse_overlap
+from internvl_course.data.validate import DatasetError, Problem, check_file, detect_format, read_items
 
 LICENCE_TERMS = """\
 FoodieQA (lyan62/FoodieQA) is licensed CC BY-NC-ND 4.0: attribution, non-commercial, no
@@ -69,17 +70,38 @@ def load_foodieqa(sivqa_json: Path, image_root: Path | None = None) -> list[dict
     return items or []
 
 
+def _refuse_out(out: Path, overwrite: bool) -> None:
+    """Raise before any work if ``out`` is a folder, or an existing file without ``overwrite``."""
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give the name of the JSON file to write, e.g. "
+                                f"{out / 'sivqa_llava.json'}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"--out {out} already exists; the kit does not overwrite it unless asked to "
+                              "(--overwrite, or overwrite=True). Choose another file name, or ask.")
+
+
+def _pictures(items: list[Any]) -> list[tuple[int, str]]:
+    """(index, food_file) of every item that names a picture, valid or not: all of them are inputs."""
+    metas = [(index, item.get("food_meta")) for index, item in enumerate(items) if isinstance(item, dict)]
+    return [(index, meta["food_file"]) for index, meta in metas
+            if isinstance(meta, dict) and isinstance(meta.get("food_file"), str)]
+
+
 def export_sivqa(sivqa_json: Path, out: Path, image_root: Path | None = None, purpose: str = "evaluation",
                  acknowledge_licence: bool = False, drop_invalid: bool = False,
-                 echo: Callable[[str], None] = print) -> FoodieQAExport:
+                 echo: Callable[[str], None] = print, overwrite: bool = False) -> FoodieQAExport:
     """Convert ``sivqa_tidy.json`` to the LLaVA format XTuner reads, after printing the terms.
 
     ``purpose="training"`` raises ``LicenceNotAcknowledged`` unless ``acknowledge_licence``.
     Items with problems stop the conversion (every problem is listed), or with ``drop_invalid``
-    are left out and returned in ``dropped``.
+    are left out and returned in ``dropped``. ``out`` may not be the input or one of its
+    pictures, and replaces an existing file only with ``overwrite``.
     """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+    out = Path(out)
+    refuse_overlap(out, {"sivqa file": Path(sivqa_json)}, "Give a new file name for the LLaVA JSON.", "--out")
+    _refuse_out(out, overwrite)
     echo(LICENCE_TERMS)
     if purpose == "training" and not acknowledge_licence:
         raise LicenceNotAcknowledged(
@@ -88,12 +110,19 @@ def export_sivqa(sivqa_json: Path, out: Path, image_root: Path | None = None, pu
             "only if you have the right to train on it. Evaluation exports need no flag.")
     sivqa_json = Path(sivqa_json)
     root = Path(image_root) if image_root is not None else sivqa_json.parent
+    items = read_items(sivqa_json)[0] or []
+    if detect_format(items) == "llava":
+        raise ValueError(f"{sivqa_json} holds LLaVA items (with \"conversations\"), the format this command writes, "
+                         "not FoodieQA's sivqa items: give your FoodieQA copy's sivqa_tidy.json, or give this file to "
+                         "XTuner as it is")
+    refuse_overlap(out, {f"picture of item {index}": root / picture for index, picture in _pictures(items)},
+                   "Give a new file name for the LLaVA JSON.", "--out")  # before the pictures are checked
     problems = check_file(sivqa_json, root)
     if problems and (not drop_invalid or any(p.item is None for p in problems)):  # a whole-file fault drops all
         raise DatasetError(str(sivqa_json), problems)
     bad = {p.item for p in problems}
-    kept = [item for index, item in enumerate(read_items(sivqa_json)[0] or []) if index not in bad]
-    atomic_write_text(Path(out), dumps(to_llava(kept)))
+    kept = [item for index, item in enumerate(items) if index not in bad]
+    atomic_write_text(out, dumps(to_llava(kept)))
     echo(f"wrote {len(kept)} {purpose} item(s) to {out} (image_folder = {root})"
          + (f"; left out {len(bad)} item(s) with problems" if bad else ""))
     return FoodieQAExport(Path(out), root, len(kept), purpose, tuple(problems))
@@ -110,15 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acknowledge-licence", action="store_true",
                         help="you have read the CC BY-NC-ND 4.0 / evaluation-only terms and may train on the data")
     parser.add_argument("--drop-invalid", action="store_true", help="leave out items with problems instead of stopping")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the input)")
     args = parser.parse_args(argv)
     try:
         result = export_sivqa(args.sivqa_json, args.out, args.image_root,
                               "training" if args.for_training else "evaluation", args.acknowledge_licence,
-                              args.drop_invalid)
+                              args.drop_invalid, overwrite=args.overwrite)
     except LicenceNotAcknowledged as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (DatasetError, FileNotFoundError) as err:
+    except (DatasetError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for problem in result.dropped:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePath
@@ -32,6 +33,7 @@ from internvl_course.model.preprocess import ImageLoadError, open_image
 class ProblemKind(str, Enum):
     """What kind of fault a problem is; the value is what reports print."""
 
+    ENCODING = "encoding"  # the file is not UTF-8 text
     NOT_JSON = "not_json"  # the file, or a JSONL line, does not parse
     SCHEMA = "schema"  # a field is missing or has the wrong type or value
     MISSING_IMAGE = "missing_image"  # the picture file is not there
@@ -77,13 +79,43 @@ class DatasetError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
+def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError) -> str:
+    """What is wrong with a file that is not UTF-8, what it probably is, and the command that fixes it.
+
+    Chinese Windows and Excel save text as GBK (GB18030 extends it) unless told otherwise, so a
+    file that decodes as GB18030 is named as such; UTF-16 shows itself by its byte-order mark.
+    """
+    line = data.count(b"\n", 0, err.start) + 1
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding, looks = "UTF-16", "it looks like UTF-16 (it starts with UTF-16's byte-order mark)"
+    else:
+        try:
+            data.decode("gb18030")
+            encoding, looks = "GBK", "it looks like GBK/GB18030, as Chinese Windows and Excel save text"
+        except UnicodeDecodeError:
+            encoding, looks = "ENCODING", "it is not GBK either: find out which encoding saved it"
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return (f"not UTF-8 text: byte {data[err.start]:#04x} on line {line} ({err.reason}); {looks}. The kit reads "
+            f"datasets as UTF-8: re-save it as UTF-8, e.g. `iconv -f {encoding} -t UTF-8 {shlex.quote(str(path))} > "
+            f"{shlex.quote(str(converted))}`, then use the converted file in its place.")
+
+
 def read_items(path: Path) -> tuple[list[Any] | None, list[Problem]]:
-    """The items of a .json list or a .jsonl file, and the problems met reading it."""
+    """The items of a .json list or a .jsonl file, and the problems met reading it.
+
+    Every dataset file the kit reads comes through here (``data check``, ``foodieqa``, evaluation's
+    ``load_split``, fine-tune settings), so a file that is not UTF-8 is named with the fix
+    everywhere rather than surfacing as Python's bare UnicodeDecodeError.
+    """
     path = Path(path)
     source = str(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, [Problem(ProblemKind.ENCODING, _not_utf8(path, data, err), source=source)]
     if path.suffix == ".jsonl":
         items, problems = [], []
         for number, line in enumerate(text.splitlines()):
@@ -121,12 +153,17 @@ def detect_format(items: list[Any]) -> str | None:
 
 
 class _Pictures:
-    """Checks each picture path once, however many items share the picture."""
+    """Checks each picture path once, however many items share the picture.
 
-    def __init__(self, root: Path) -> None:
+    Every picture is looked up; the first ``decode_limit`` of them (all, when None) are also
+    decoded, which costs milliseconds a picture where a lookup costs microseconds.
+    """
+
+    def __init__(self, root: Path, decode_limit: int | None = None) -> None:
         self.root = Path(root)
         self.resolved_root = self.root.resolve()
         self.seen: dict[str, tuple[ProblemKind, str] | None] = {}
+        self.decode_limit = decode_limit
 
     def problem(self, relative: str) -> tuple[ProblemKind, str] | None:
         if relative not in self.seen:
@@ -141,6 +178,8 @@ class _Pictures:
             return ProblemKind.PATH_ESCAPES, f"{relative!r} leads outside the image folder {self.root} (to {path})"
         if not path.exists():
             return ProblemKind.MISSING_IMAGE, f"{relative!r}: no such file under {self.root}"
+        if self.decode_limit is not None and len(self.seen) >= self.decode_limit:  # pictures checked before this one
+            return None
         try:
             open_image(path)
         except (ImageLoadError, OSError) as err:
@@ -201,9 +240,11 @@ class _Format:
     extra: Callable[[dict[str, Any]], list[tuple[ProblemKind, str]]] = lambda item: []
 
 
-def _check_items(items: list[Any], image_root: Path, source: str, fmt: _Format) -> list[Problem]:
-    """Every problem of ``items``: schema, empty answers, duplicate ids and questions, pictures."""
-    pictures = _Pictures(image_root)
+def _check_items(items: list[Any], image_root: Path, source: str, fmt: _Format,
+                 decode_limit: int | None = None) -> list[Problem]:
+    """Every problem of ``items``: schema, empty answers, duplicate ids and questions, pictures
+    (the first ``decode_limit`` of them decoded, all when None)."""
+    pictures = _Pictures(image_root, decode_limit)
     problems: list[Problem] = []
     first_id: dict[str, int] = {}
     first_question: dict[tuple, int] = {}
@@ -316,9 +357,11 @@ def _llava_picture(item: dict[str, Any]) -> str | None:
     return item["image"] if _text(item.get("image")) else None
 
 
-def check_llava(items: list[Any], image_folder: Path, source: str = "") -> list[Problem]:
+def check_llava(items: list[Any], image_folder: Path, source: str = "",
+                decode_limit: int | None = None) -> list[Problem]:
     """Every problem of LLaVA-format items whose pictures live under ``image_folder``."""
-    return _check_items(items, image_folder, source, _Format("id", _llava_turns, _llava_question, _llava_picture))
+    return _check_items(items, image_folder, source, _Format("id", _llava_turns, _llava_question, _llava_picture),
+                        decode_limit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,19 +369,33 @@ def check_llava(items: list[Any], image_folder: Path, source: str = "") -> list[
 # ---------------------------------------------------------------------------------------------
 
 
-def check_file(path: Path, image_root: Path | None = None) -> list[Problem]:
+def check_file(path: Path, image_root: Path | None = None, training: bool = False,
+               decode_limit: int | None = None) -> list[Problem]:
     """Every problem of one dataset file; pictures are looked up under ``image_root`` (default:
-    the file's folder, which is FoodieQA's layout, the tutorial's ``image_folder`` and the kit's)."""
+    the file's folder, which is FoodieQA's layout, the tutorial's ``image_folder`` and the kit's).
+
+    ``training``: the file is XTuner's training data, so it must hold LLaVA items; sivqa items are
+    refused with the command that converts them. ``decode_limit``: decode only the first pictures
+    (each one is still looked up), so that a large dataset is checked in a second.
+    """
     path = Path(path)
     items, problems = read_items(path)
     if items is None:
         return problems
     root = Path(image_root) if image_root is not None else path.parent
     kind = detect_format(items)
+    if kind == "sivqa" and training:
+        llava = path.with_name(f"{path.stem}_llava.json")
+        return problems + [Problem(ProblemKind.SCHEMA, "holds FoodieQA-style sivqa items (with \"choices\"), but "
+                                   "XTuner trains on LLaVA items ({\"image\", \"conversations\"}). Convert it first: "
+                                   f"`internvl-course foodieqa {path} --out {llava}` (training on FoodieQA also needs "
+                                   "--for-training --acknowledge-licence: its licence is for evaluation); the kit's "
+                                   f"own splits come with their LLaVA twin ({llava.name}).",
+                                   source=str(path))]
     if kind == "sivqa":
         return problems + check_sivqa(items, root, str(path))
     if kind == "llava":
-        return problems + check_llava(items, root, str(path))
+        return problems + check_llava(items, root, str(path), decode_limit)
     return problems + [Problem(ProblemKind.SCHEMA, "neither sivqa items (with \"choices\") nor LLaVA items "
                                                    "(with \"conversations\")", source=str(path))]
 

@@ -15,17 +15,26 @@ Train/serve consistency: XTuner trains InternLM2 models with its own system mess
 and as the chat template's default (read by LMDeploy), and is prompted at chat time exactly as
 it was trained.
 
-Safety: the output may not lie inside the base model's or the checkpoint's folder, the folder is
-assembled beside its destination and renamed into place (``model.write.write_model_folder``), and
-after writing, the written model's logits are compared with the base-plus-adapter model's on a
-sample before the folder is put in place.
+Safety: the output may not be, contain or lie inside the base model's folder or the checkpoint, and
+replaces an existing folder only with ``overwrite`` and only one the kit wrote (``fileio``); both are
+checked before anything is loaded. The folder is assembled beside its destination and renamed into
+place (``model.write.write_model_folder``), and after writing, the written model's logits are
+compared with the base-plus-adapter model's on a sample before the folder is put in place.
+
+A checkpoint is data: it is unpickled with ``torch.load(weights_only=True)``, which builds tensors
+and plain values only and calls nothing else. XTuner 0.2.0's ``iter_N.pth`` also holds mmengine's
+training log (``message_hub``: HistoryBuffer objects with numpy arrays in them); convert reads only
+``state_dict`` and ``meta``, so the few names that log uses (``XTUNER_LOG_GLOBALS``) are built as
+inert placeholders, and a checkpoint that names anything else is refused, naming what it wanted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from internvl_course.fileio import refuse_existing, refuse_overlap
 from internvl_course.tiny.internlm2_tokenizer import XTUNER_SYSTEM_MESSAGE
 
 # The prompt format XTuner 0.2.0 trains an InternLM2 LLM with, whatever the checkpoint's own
@@ -46,6 +56,17 @@ LORA_KEY = re.compile(r"^model\.language_model\.base_model\.model\.(?P<module>.+
 MLP1_KEY = re.compile(r"^model\.(?P<name>mlp1\..+)$")
 # With freeze_visual_encoder=False XTuner also saves the whole vision encoder.
 VISION_KEY = re.compile(r"^model\.(?P<name>vision_model\..+)$")
+#: How a file torch.save wrote begins: a zip archive (since torch 1.6), or a pickle's protocol opcode.
+ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"
+#: What XTuner 0.2.0's iter_N.pth names besides tensors and plain values, all inside its training
+#: log (``message_hub``): mmengine's HistoryBuffer, its statistics methods (looked up by getattr)
+#: and its numpy arrays, spelt as numpy 2 and numpy 1 pickle them. Found by listing a real
+#: checkpoint's names (``torch.serialization.get_unsafe_globals_in_checkpoint``; test_nothing_lost).
+XTUNER_LOG_GLOBALS = (
+    "mmengine.logging.history_buffer.HistoryBuffer", "builtins.getattr", "numpy.ndarray", "numpy.dtype",
+    "numpy._core.multiarray._reconstruct", "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
+)
 
 
 @dataclass(frozen=True)
@@ -130,23 +151,71 @@ def _lora_settings(meta: dict, lora_r: int | None, lora_alpha: float | None) -> 
                      "pass lora_r=... and lora_alpha=... as in the config you trained with")
 
 
+class _Unread:
+    """What each of ``XTUNER_LOG_GLOBALS`` becomes when a checkpoint is read: built from anything,
+    holding nothing, calling nothing (convert never looks at the training log)."""
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The dict a checkpoint file holds, read without running code from it (see the module's
+    docstring); ``ValueError`` naming the file, and the global it wanted, for anything else."""
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith((ZIP_MAGIC, PICKLE_PROTO)):
+        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive, older versions a "
+                         "pickle; this file is neither): give the iter_N.pth that XTuner wrote")
+    try:
+        with torch.serialization.safe_globals([(_Unread, name) for name in XTUNER_LOG_GLOBALS]):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        wanted = re.search(r"GLOBAL (\S+)", str(err))
+        raise ValueError(
+            f"{path} wants {f'the global {wanted[1]}' if wanted else 'an object built by code'} when read; the "
+            "kit never runs code from a data file, and an XTuner 0.2.0 checkpoint holds only tensors, plain values "
+            "and its training log. Give the iter_N.pth that XTuner wrote; a checkpoint made another way must hold "
+            "only {'state_dict': {name: tensor}, 'meta': {'cfg': text}}.") from None
+    except (RuntimeError, EOFError) as err:  # a damaged or cut-short archive
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} is not a PyTorch checkpoint torch.load can read ({reason}); give the iter_N.pth "
+                         "that XTuner wrote, whole (a copy still in progress is cut short)") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds a {type(saved).__name__}, not the dict of an XTuner checkpoint "
+                         "({'state_dict': ..., 'meta': ...}); give the iter_N.pth that XTuner wrote")
+    return saved
+
+
 def load_adapter(checkpoint: str | Path, lora_r: int | None = None, lora_alpha: float | None = None) -> Adapter:
     """Read an XTuner checkpoint into LoRA pairs and whole weights, refusing anything else in it."""
     path = _checkpoint_file(Path(checkpoint))
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = read_checkpoint(path)
     state = saved.get("state_dict") or saved.get("module") or saved
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: its state_dict is a {type(state).__name__}, not a dict of tensors; give the "
+                         "iter_N.pth that XTuner wrote")
     lora: dict[str, dict[str, torch.Tensor]] = {}
     whole: dict[str, torch.Tensor] = {}
     unknown = []
     for key, tensor in state.items():
-        if m := LORA_KEY.match(key):
+        if not isinstance(tensor, torch.Tensor) or not isinstance(key, str):
+            unknown.append(key)
+        elif m := LORA_KEY.match(key):
             lora.setdefault(m["module"], {})[m["which"]] = tensor.float()
         elif m := (MLP1_KEY.match(key) or VISION_KEY.match(key)):
             whole[m["name"]] = tensor
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"{path} holds tensors that are neither LLM LoRA nor mlp1 or vision weights "
+        raise ValueError(f"{path} holds entries that are neither LLM LoRA nor mlp1 or vision weights "
                          f"(e.g. {unknown[:3]}); convert handles XTuner's InternVL fine-tunes with LoRA on the LLM")
     halves = [module for module, pair in lora.items() if set(pair) != {"A", "B"}]
     if halves or not lora:
@@ -155,13 +224,6 @@ def load_adapter(checkpoint: str | Path, lora_r: int | None = None, lora_alpha: 
     if not any(name.startswith("mlp1.") for name in whole):
         raise ValueError(f"{path} holds no mlp1 weights; XTuner always saves them: is it an XTuner InternVL checkpoint?")
     return Adapter({m: (p["A"], p["B"]) for m, p in lora.items()}, whole, alpha / r)
-
-
-def _refuse_inside(out: Path, folder: Path, what: str) -> None:
-    out, folder = out.resolve(), folder.resolve()
-    if out == folder or folder in out.parents:
-        raise ValueError(f"out_dir {out} lies inside the {what} {folder}; the kit never writes there. "
-                         "Choose a folder of its own, e.g. work_dirs/models/<name>-finetuned")
 
 
 @contextmanager
@@ -248,14 +310,16 @@ def convert(base_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, *
     from internvl_course.model.folder import inspect_folder
     from internvl_course.model.load import load_model
     from internvl_course.model.prepare import tokenizer_config_for_kit
-    from internvl_course.model.write import write_model_folder
+    from internvl_course.model.write import adopt_older_model_folder, write_model_folder
     from internvl_course.modelcode.modeling_internvl_chat import InternVLChatModel
 
-    base, out = Path(base_dir), Path(out_dir)
+    base, out, checkpoint = Path(base_dir), Path(out_dir), Path(checkpoint)
     folder = inspect_folder(base)  # a bad base folder is refused before the checkpoint is read
-    _refuse_inside(out, base, "base model")
-    checkpoint = Path(checkpoint)
-    _refuse_inside(out, checkpoint if checkpoint.is_dir() else checkpoint.parent, "checkpoint folder")
+    refuse_overlap(out, {"base model": base, "checkpoint": checkpoint},
+                   "Choose a new folder outside both, e.g. work_dirs/models/<name>-finetuned.")
+    if overwrite:
+        adopt_older_model_folder(out)  # lesson 07's earlier output, converted by an older kit
+    refuse_existing(out, overwrite)  # now, not after minutes of merging
     adapter = load_adapter(checkpoint, lora_r, lora_alpha)
 
     # Merge and check in float32, store in the base's own dtype: the check then measures the
@@ -334,10 +398,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="where to merge and check (cpu, cuda)")
     parser.add_argument("--store-dtype", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the written weights (default: the base model's)")
-    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace out_dir if it exists and the kit wrote it (an earlier conversion)")
     args = parser.parse_args(argv)
-    result = convert(args.base_dir, args.checkpoint, args.out_dir, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-                     device=args.device, store_dtype=args.store_dtype, overwrite=args.overwrite)
+    try:
+        result = convert(args.base_dir, args.checkpoint, args.out_dir, lora_r=args.lora_r,
+                         lora_alpha=args.lora_alpha, device=args.device, store_dtype=args.store_dtype,
+                         overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input: the message names it and the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {result.out_dir} ({result.lora_modules} LoRA layers merged, stored in {result.dtype})")
     print(f"logits vs base + adapters: merge {result.merge_max_abs_diff:.3g}; written: max {result.max_abs_diff:.3g}, "
           f"mean relative {result.mean_relative_diff:.3g}, same next token {result.top1_agreement:.1%} "

@@ -9,6 +9,10 @@ On a CUDA machine this is plain ``xtuner.tools.train``. On a CPU it first sets u
 ``torch.distributed.get_rank()``, and mmengine's ``pytorch`` launcher calls
 ``torch.cuda.set_device``, so a one-process gloo group is initialised here, before XTuner's own
 ``main()`` runs as ``__main__``. The exit status is XTuner's own (``xtuner train`` would drop it).
+
+A training run lives only as long as the process that started it (``OWNER_ENV``): when a
+notebook kernel that called ``training.train`` dies, nobody reads the run's output any more, and
+a run left going would train on beside the next one.
 """
 
 from __future__ import annotations
@@ -16,12 +20,62 @@ from __future__ import annotations
 import hashlib
 import os
 import runpy
+import select
+import signal
 import socket
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported where it is used: this module starts XTuner's process
     import torch
+
+
+#: The process id of the process this run belongs to (``training.train`` sets it to its own). The run
+#: stops when that process exits, even where ``torchrun`` sits between the two.
+OWNER_ENV = "INTERNVL_COURSE_TRAIN_OWNER"
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Return once process ``pid`` has exited (at once if it already has)."""
+    try:
+        handle = os.pidfd_open(pid)  # Linux: readable when that very process exits, whoever reuses its id later
+    except ProcessLookupError:
+        return
+    except AttributeError:  # no pidfd on this system: ask once a second
+        while True:
+            try:
+                os.kill(pid, 0)
+            except (ProcessLookupError, PermissionError):  # gone, or its id now another user's process
+                return
+            time.sleep(1)
+    try:
+        select.select([handle], [], [])
+    finally:
+        os.close(handle)
+
+
+def _stop_with(owner: int) -> None:
+    _wait_for_exit(owner)
+    # This process leads its own process group (training.train starts it in a new session, torchrun
+    # starts each worker in one): SIGKILL to the group also ends the data loader processes it forked.
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stop_with_owner() -> None:
+    """Watch the process named by ``OWNER_ENV`` (if any: not in a run started by hand) from a
+    daemon thread, and end this run when it exits.
+
+    A notebook kernel killed while training never tells its child; without this the run went on
+    unlogged, and ``train()`` run again resumed beside it, two trainers writing one work folder.
+    """
+    owner = os.environ.get(OWNER_ENV)
+    if owner:
+        threading.Thread(target=_stop_with, args=(int(owner),), name="stop-with-owner", daemon=True).start()
 
 
 def _free_port() -> int:
@@ -133,6 +187,7 @@ def internvl_dataset(max_dynamic_patch: int | None = None, **kwargs):
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m internvl_course.finetune.launch CONFIG [xtuner.tools.train arguments]")
+    stop_with_owner()
     import torch
 
     if not torch.cuda.is_available():

@@ -24,8 +24,8 @@ on the GPU machine: lr 3e-10 instead of 3e-5; docs/design.md, "XTuner 0.2.0").
 from __future__ import annotations
 
 import ast
-import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -268,32 +268,120 @@ def check_names(names: Any) -> None:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_BASE))}")
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+#: What each setting other than the three paths must be, as (test, the words a refusal uses).
+#: XTuner takes any of these without a word and fails minutes later, or trains on nonsense: a
+#: negative lr climbs the loss, lora_r=0 builds no adapter, a float batch size breaks the sampler.
+_VALID: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_length": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "batch_size": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "accumulative_counts": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "dataloader_num_workers": (lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
+    "max_epochs": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "max_iters": (lambda v: v is None or (_whole(v) and v >= 1),
+                  "at least 1 (a whole number), or None to count it from max_epochs"),
+    "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "betas": (lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+              "two numbers in [0, 1)"),
+    "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "max_norm": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "warmup_ratio": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "decay_ratio": (lambda v: v is None or (_number(v) and 0 < v <= 1),
+                    "None (cosine decay) or a share of the steps in (0, 1]"),
+    "save_steps": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "save_total_limit": (lambda v: _whole(v) and (v == -1 or v >= 1), "-1 (keep all) or a whole number >= 1"),
+    "save_optimizer": (_flag, "True or False"),
+    "max_dynamic_patch": (lambda v: v is None or (_whole(v) and v >= 1),
+                          "None (the model's own) or a whole number >= 1"),
+    "group_by_length": (_flag, "True or False"),
+    "lora_r": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "lora_alpha": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "lora_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "freeze_llm": (_flag, "True or False"),
+    "freeze_visual_encoder": (_flag, "True or False"),
+    "cache_vision_features": (_flag, "True or False"),
+    "quantization_llm": (_flag, "True or False"),
+    "activation_checkpointing": (_flag, "True or False"),
+    "trainable_fp32": (_flag, "True or False"),
+    "amp": (_flag, "True or False"),
+    "dist_backend": (lambda v: v in ("nccl", "gloo"), "'nccl' (GPUs) or 'gloo' (CPU)"),
+    "gpus": (lambda v: v is None or (_whole(v) and v >= 0),
+             "None (1 with CUDA, else the CPU), 0 (the CPU) or a number of GPUs"),
+    "seed": (_whole, "a whole number"),
+    "log_interval": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+}
+_PATHS = ("model_path", "data_path", "image_folder")
+assert set(_VALID) == set(_BASE) - set(_PATHS), "every setting needs its check"
+
+#: Pictures of the training data decoded while the settings are checked (every one is looked up):
+#: enough to catch a folder of broken files, and a second at most however large the dataset.
+PICTURES_DECODED = 32
+
+
+def check_values(settings: dict[str, Any]) -> None:
+    """Refuse the first setting out of its range, naming it, the allowed values and what was given."""
+    for name, (valid, allowed) in _VALID.items():
+        if not valid(settings[name]):
+            raise ValueError(f"{name} must be {allowed}, got {settings[name]!r}")
+    if settings["cache_vision_features"] and not settings["freeze_visual_encoder"]:
+        raise ValueError("cache_vision_features=True needs freeze_visual_encoder=True: a ViT that trains changes "
+                         "its features every step, so there is nothing to reuse")
+
+
+def check_data(data_path: Path, image_folder: Path) -> int:
+    """The number of samples of a training file that XTuner can read, or the kit's error.
+
+    Before a config is written: the file is there and is LLaVA data in UTF-8 (``validate``), and
+    the image folder holds the pictures it names. XTuner itself skips an item whose picture is
+    missing, and a wrong ``image_folder`` ends in an AttributeError about None ten seconds later.
+    """
+    from internvl_course.data.validate import DatasetError, check_file, read_items
+
+    if not image_folder.is_dir():
+        raise FileNotFoundError(f"image_folder {image_folder} is not a folder: point it at the folder the items' "
+                                "image paths are relative to")
+    if not data_path.is_file():
+        raise FileNotFoundError(f"data_path {data_path} does not exist: point it at the LLaVA-format .json/.jsonl file")
+    if data_path.suffix not in (".json", ".jsonl"):
+        raise ValueError(f"data_path {data_path}: XTuner reads a .json file holding a list, or a .jsonl file")
+    problems = check_file(data_path, image_folder, training=True, decode_limit=PICTURES_DECODED)
+    if problems:
+        raise DatasetError(str(data_path), problems)
+    items, _ = read_items(data_path)
+    if not items:
+        raise ValueError(f"data_path {data_path} holds no samples")
+    return len(items)
+
+
 def settings_for(preset: str, **overrides: Any) -> dict[str, Any]:
-    """The preset's settings with ``overrides`` applied; unknown presets or names are errors."""
+    """The preset's settings with ``overrides`` applied, every one checked: unknown presets or
+    names, values out of range, the model folder, the data file and its pictures are refused here,
+    before a config is written or XTuner starts."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     check_names(overrides)
     settings = {**PRESETS[preset], **overrides}
-    for key in ("model_path", "data_path", "image_folder"):
+    check_values(settings)
+    for key in _PATHS:
         if not settings[key]:
             raise ValueError(f"{key} is required: pass {key}=... (a path)")
         settings[key] = str(Path(settings[key]).resolve())
     settings["model_path"] = str(model_folder_for_xtuner(settings["model_path"]))
+    samples = check_data(Path(settings["data_path"]), Path(settings["image_folder"]))
     if settings["max_iters"] is None:
-        samples = count_samples(settings["data_path"])
         # Fractional epochs are fine: XTuner counts iterations, and 3.5 passes end mid-epoch.
         settings["max_iters"] = math.ceil(settings["max_epochs"] * math.ceil(samples / settings["batch_size"]))
-    if settings["max_iters"] < 1:
-        raise ValueError(f"max_iters must be at least 1, got {settings['max_iters']}")
-    ratio = settings["decay_ratio"]
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1):
-        raise ValueError(f"decay_ratio must be None (cosine decay) or a share of the steps in (0, 1], got {ratio!r}")
-    if settings["cache_vision_features"] and not settings["freeze_visual_encoder"]:
-        raise ValueError("cache_vision_features=True needs freeze_visual_encoder=True: a ViT that trains changes "
-                         "its features every step, so there is nothing to reuse")
-    if settings["gpus"] is not None and (not isinstance(settings["gpus"], int) or settings["gpus"] < 0):
-        raise ValueError(f"gpus must be None (1 with CUDA, else the CPU), 0 (the CPU) or a number of GPUs, "
-                         f"got {settings['gpus']!r}")
     return settings
 
 
@@ -306,30 +394,25 @@ def read_settings(config: str | Path) -> dict[str, Any]:
     return {}
 
 
-def count_samples(data_path: str | Path) -> int:
-    """Items in a LLaVA-format .json (a list) or .jsonl file, with a clear error for anything else."""
-    path = Path(data_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data_path {path} does not exist: point it at the LLaVA-format .json/.jsonl file")
-    try:
-        if path.suffix == ".jsonl":
-            return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); XTuner needs a list of "
-                         '{"image": ..., "conversations": [...]} items') from err
-    if path.suffix != ".json" or not isinstance(items, list):
-        raise ValueError(f"{path}: XTuner reads a .json file holding a list, or a .jsonl file")
-    if not items:
-        raise ValueError(f"{path} holds no samples")
-    return len(items)
-
-
 def render_config(preset: str, **overrides: Any) -> str:
     """The text of an XTuner config file for ``preset`` with ``overrides``."""
     return _TEMPLATE.format(preset=preset, settings=settings_for(preset, **overrides))
 
 
+#: The first line of every config the kit writes: how write_config knows a file is its own.
+CONFIG_MARK = "# XTuner config written by internvl_course.finetune.presets"
+
+
 def write_config(path: str | Path, preset: str, **overrides: Any) -> Path:
-    """Render and write the config atomically; returns its path."""
-    return atomic_write_text(Path(path), render_config(preset, **overrides))
+    """Render and write the config atomically; returns its path.
+
+    An existing file is replaced only when the kit wrote it (its first line is ``CONFIG_MARK``):
+    a config of your own at that path is never overwritten.
+    """
+    path = Path(path)
+    if path.exists():
+        first = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0] if path.is_file() else ""
+        if not first.startswith(CONFIG_MARK):
+            raise FileExistsError(f"{path} exists and was not written by the kit; write the config to another path "
+                                  "or move that file away first")
+    return atomic_write_text(path, render_config(preset, **overrides))

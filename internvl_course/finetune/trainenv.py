@@ -8,6 +8,7 @@ through subprocesses started here, never by importing xtuner in the kernel.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +43,10 @@ def train_python() -> Path:
             f"The train env is missing: {python} does not exist. "
             "Create it with `make setup` (it installs requirements/train.lock into .venv-train/)."
         )
+    if python.is_dir() or not os.access(python, os.X_OK):
+        raise TrainEnvMissing(f"The train env's Python {python} is not an executable file. Make it one "
+                              f"(chmod +x {python}), point INTERNVL_COURSE_TRAIN_PYTHON at a working one, or "
+                              "recreate the env with `make setup`.")
     return python
 
 

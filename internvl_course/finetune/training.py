@@ -11,22 +11,30 @@ checkpoint mmengine finished writing (its ``last_checkpoint`` file), skipping th
 already trained. It resumes only a run of the same config (kept as ``work_dir/run_config.py``):
 a run with other settings is set aside, renamed ``<work_dir>.<time>``, never deleted. ``parse_logs`` joins the logs of every attempt into one loss and learning-rate
 record, later attempts winning where they overlap, and ``plot_training`` draws it.
+
+One run at a time in a work folder: ``train`` holds ``lock_file(work_dir)`` while it runs and a
+second ``train`` there is refused, naming the first one's processes (``WorkFolderInUse``). The
+run itself stops when the process that started it exits, a killed notebook kernel included
+(``launch.stop_with_owner``).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from internvl_course.finetune.launch import OWNER_ENV
 from internvl_course.finetune.trainenv import train_python
 
 # mmengine's LoggerHook line: "... Iter(train) [ 12/480]  lr: 1.9e-04  eta: 0:03:10  time: 0.41
@@ -38,6 +46,10 @@ ITER_CHECKPOINT = re.compile(r"iter_(\d+)\.pth$")
 
 class TrainingFailed(RuntimeError):
     """XTuner exited with a non-zero status; the message carries the log's last lines."""
+
+
+class WorkFolderInUse(RuntimeError):
+    """Another training run is using the work folder; the message names its processes."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,86 @@ def last_checkpoint(work_dir: str | Path) -> Path | None:
 
 
 RUN_CONFIG = "run_config.py"  # the config a work_dir's run was started with
+LOCK_FILES = "train*.lock"  # held (flock) by the run using a work_dir; hold "<train() pid> <XTuner pid>"
+#: How long ``train`` waits for a run whose owner has died to finish stopping (``launch.stop_with_owner``
+#: ends it within a second; this is only the ceiling).
+ORPHAN_GRACE_S = 30.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        pass
+    return True
+
+
+def lock_file(work_dir: str | Path) -> Path:
+    """``work_dir``'s lock for this machine: ``train.lock``, or ``train.node<N>.lock`` on node N of
+    several (NODE_VARIABLES), where every node runs ``train`` on one shared work_dir."""
+    rank = os.environ.get("NODE_RANK") if os.environ.get("NNODES") else None
+    return Path(work_dir) / (f"train.node{rank}.lock" if rank else "train.lock")
+
+
+def _try_lock(work: Path) -> tuple[IO[str] | None, list[int]]:
+    """Take ``lock_file(work)`` without waiting: (the open lock file, []) or (None, the holder's pids).
+
+    flock is dropped by the kernel when every process holding it has exited, so a killed run
+    never blocks the next. The folder may be renamed (``set_aside``) under a lock file that was
+    just opened, hence the check that the locked file is still the one at the path.
+    """
+    while True:
+        work.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_file(work), "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holders = [int(pid) for pid in handle.read().split() if pid.isdigit()]
+            handle.close()
+            return None, holders
+        try:
+            if os.fstat(handle.fileno()).st_ino == lock_file(work).stat().st_ino:
+                _record_holders(handle, [os.getpid()])
+                return handle, []
+        except FileNotFoundError:  # set aside meanwhile: lock the new folder
+            pass
+        handle.close()
+
+
+def _record_holders(lock: IO[str], pids: list[int]) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(" ".join(map(str, pids)) + "\n")
+    lock.flush()
+
+
+def lock_work_dir(work_dir: str | Path) -> IO[str]:
+    """Hold ``work_dir``'s lock for one training run, or raise ``WorkFolderInUse`` naming the run that has it.
+
+    Two trainers in one folder overwrite each other's checkpoints and ``last_checkpoint``. A
+    run whose owner has already died (a killed kernel) is stopping by itself: it is waited for,
+    up to ``ORPHAN_GRACE_S``. Closing the returned file releases the lock.
+    """
+    work = Path(work_dir)
+    deadline = time.monotonic() + ORPHAN_GRACE_S
+    while True:
+        lock, holders = _try_lock(work)
+        if lock is not None:
+            return lock
+        owner_gone = bool(holders) and not _alive(holders[0])
+        if not (owner_gone and time.monotonic() < deadline):
+            break
+        time.sleep(0.2)
+    owner, trainer = (holders + [0, 0])[:2]  # the file is empty only for an instant after locking
+    who = f"XTuner process {trainer}, started by process {owner}" if trainer else f"process {owner}"
+    raise WorkFolderInUse(
+        f"{work} is in use by another training run ({who}; lock file {lock_file(work)}). Two runs in one "
+        f"folder overwrite each other's checkpoints. Wait for it to finish, or stop it: interrupt the "
+        f"notebook cell that runs it, or `kill {trainer or owner}`. Then call train() again: it resumes "
+        "from the last checkpoint. Or train into another work_dir.")
 
 
 def set_aside(work_dir: str | Path) -> Path:
@@ -144,9 +236,10 @@ def _parse_line(line: str) -> dict[str, float] | None:
 def _child_env() -> dict[str, str]:
     # Lines arrive as XTuner prints them, so the bar is live. A Jupyter kernel exports its inline
     # matplotlib backend, which the train env does not have: XTuner would die importing pyplot.
+    # OWNER_ENV: the run ends when this process does (a killed kernel), torchrun or not in between.
     from internvl_course.device import multicast_off
 
-    return multicast_off({**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
+    return multicast_off({**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", OWNER_ENV: str(os.getpid())})
 
 
 def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus: int | None = None,
@@ -156,12 +249,12 @@ def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus
     ``resume=False``, or a ``work_dir`` whose run used another config, sets the old run aside
     (``set_aside``) and starts from the beginning.
 
-    Raises ``TrainingFailed`` (with the log's tail and its path) if XTuner fails. Interrupting
-    (Ctrl-C, the notebook's stop button) stops the child process too and says how to resume.
-    ``echo`` also prints every XTuner line (the bar shows only the progress).
+    Raises ``TrainingFailed`` (with the log's tail and its path) if XTuner fails, and
+    ``WorkFolderInUse`` if another run is training in ``work_dir``. Interrupting (Ctrl-C, the
+    notebook's stop button) stops the child processes too and says how to resume; so does the
+    death of this process (``launch.stop_with_owner``). ``echo`` also prints every XTuner line
+    (the bar shows only the progress).
     """
-    from tqdm.auto import tqdm
-
     config, work = Path(config).resolve(), Path(work_dir).resolve()
     if not config.is_file():
         raise FileNotFoundError(f"config {config} does not exist; write one with presets.write_config(...) "
@@ -171,13 +264,47 @@ def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus
         from internvl_course.device import check_gpu_count
 
         check_gpu_count(gpus, "gpus")
+    lock = lock_work_dir(work)
+    try:
+        lock = _set_aside_unless_resumed(config, work, lock, resume)
+        return _run(config, work, lock, gpus, deepspeed, progress, echo)
+    finally:
+        lock.close()
+
+
+def _set_aside_unless_resumed(config: Path, work: Path, lock: IO[str], resume: bool) -> IO[str]:
+    """Move an earlier run in ``work`` aside unless it is one to resume; returns the lock to hold."""
     recorded = work / RUN_CONFIG
-    if work.exists() and any(work.iterdir()):
+    if any(not path.match(LOCK_FILES) for path in work.iterdir()):
         same = recorded.is_file() and recorded.read_text(encoding="utf-8") == config.read_text(encoding="utf-8")
         if not (resume and same):
             why = "a fresh start was asked for" if not resume else "it was trained with other settings"
-            print(f"{work} holds an earlier run ({why}): moved to {set_aside(work)}", file=sys.stderr)
-    work.mkdir(parents=True, exist_ok=True)
+            aside = set_aside(work)  # the lock file goes with it; the fresh folder gets one of its own
+            fresh = lock_work_dir(work)
+            lock.close()
+            print(f"{work} holds an earlier run ({why}): moved to {aside}", file=sys.stderr)
+            return fresh
+    return lock
+
+
+def _stop_group(child: subprocess.Popen) -> None:
+    """SIGTERM to the child's process group (torchrun passes it on to its workers), SIGKILL after 20 s."""
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    except ProcessLookupError:  # already gone
+        child.wait()
+
+
+def _run(config: Path, work: Path, lock: IO[str], gpus: int, deepspeed: str | None, progress: bool,
+         echo: bool) -> TrainRun:
+    from tqdm.auto import tqdm
+
+    recorded = work / RUN_CONFIG
     if not recorded.is_file():
         shutil.copyfile(config, recorded)
     start_from = last_checkpoint(work)
@@ -190,9 +317,12 @@ def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus
     bar = tqdm(desc="XTuner", unit="iter", disable=not progress, dynamic_ncols=True)
     if start_from is not None:
         bar.write(f"resuming from {start_from}")
+    # The child gets a session of its own, so that stopping it reaches every process it started,
+    # and the lock, so that the folder stays locked until the very last of them has exited.
     with open(log_file, "w", encoding="utf-8") as log, subprocess.Popen(
             command, cwd=work, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", bufsize=1) as child:
+            text=True, errors="replace", bufsize=1, start_new_session=True, pass_fds=(lock.fileno(),)) as child:
+        _record_holders(lock, [os.getpid(), child.pid])
         log.write("$ " + " ".join(command) + "\n")
         try:
             for line in child.stdout:
@@ -210,11 +340,7 @@ def train(config: str | Path, work_dir: str | Path, *, resume: bool = True, gpus
                     bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{record.get('lr', 0):.2e}")
             returncode = child.wait()
         except BaseException:
-            child.terminate()
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            _stop_group(child)
             bar.close()
             print(f"Training stopped. Its log: {log_file}. Run train() again with work_dir={work} to resume "
                   f"from {last_checkpoint(work) or 'the start (no checkpoint yet)'}.", file=sys.stderr)
@@ -271,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = train(args.config, args.work_dir, resume=not args.no_resume, gpus=args.gpus,
                     deepspeed=None if args.no_deepspeed else "deepspeed_zero2")
-    except TrainingFailed as err:
+    except (TrainingFailed, WorkFolderInUse) as err:
         print(err, file=sys.stderr)
         return 1
     print(f"done in {run.seconds:.0f} s; last checkpoint {run.checkpoint}; log {run.log_file}")

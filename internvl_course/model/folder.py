@@ -13,6 +13,7 @@ before any long work starts.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from internvl_course.modelcode.configuration_internvl_chat import LLM_ARCHITECTURES, MODEL_CODE_FILES
 from internvl_course.modelcode.conversation import get_conv_template
-from internvl_course.paths import MODELCODE
+from internvl_course.paths import MODELCODE, tiny_model_dir
 
 #: The architecture name of every InternVL2 / InternVL2.5 checkpoint (OpenGVLab's model class).
 INTERNVL_ARCHITECTURE = "InternVLChatModel"
@@ -166,29 +167,78 @@ def _check_template(path: Path, config: dict[str, Any]) -> str:
     return template
 
 
-def safetensors_problem(file: Path) -> str | None:
-    """Why a safetensors file is unusable (truncated, not safetensors), or None when it is whole.
+#: Bytes per element of each safetensors dtype, by the format's own names.
+SAFETENSORS_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2,
+                           "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+#: The header length above which a file is not safetensors (the safetensors library's own cap).
+_MAX_HEADER_BYTES = 100_000_000
 
-    The format: 8 bytes of header length, a JSON header giving each tensor's byte range, then the
-    data. A download cut short is shorter than the header says; reading only the header finds it.
+
+def _tensor_entry_problem(entry: Any) -> str | None:
+    """Why one tensor's header entry is unusable: missing fields, or a byte range that does not
+    hold ``shape`` elements of ``dtype`` (the safetensors library refuses such a file on load)."""
+    if not isinstance(entry, dict):
+        return f"its entry is a JSON {type(entry).__name__}, not an object"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPE_BYTES:
+        return f"dtype {dtype!r} is not a safetensors dtype"
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        return f"shape {shape!r} is not a list of sizes"
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(n, int) for n in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        return f"data_offsets {offsets!r} is not a [begin, end] byte range"
+    expected = math.prod(shape) * SAFETENSORS_DTYPE_BYTES[dtype]
+    if offsets[1] - offsets[0] != expected:
+        return f"shape {shape} of {dtype} is {expected} bytes, but its data_offsets span {offsets[1] - offsets[0]}"
+    return None
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """Why a safetensors file is unusable, or None when its header describes exactly its bytes.
+
+    The format: 8 bytes of header length, a JSON header giving each tensor's dtype, shape and byte
+    range, then the data, with no gap and nothing after it. A download cut short is shorter than
+    the header says, a Git LFS pointer or an error page saved in its place has no header, and a
+    damaged header disagrees with itself; reading the header alone finds each of them, in
+    milliseconds, where the safetensors library would stop deep inside loading.
     """
     size = file.stat().st_size
     with open(file, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             return f"{file.name} is {size} bytes, too short to be a safetensors file"
+        if head.startswith(b"version "):
+            return f"{file.name} is a Git LFS pointer ({size} bytes), not the weights: run `git lfs pull` in the folder"
         (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, 100_000_000):
+        if header_len > _MAX_HEADER_BYTES:
             return f"{file.name} does not start with a safetensors header (header length {header_len})"
+        if header_len > size - 8:
+            return (f"{file.name} is incomplete: it ends inside its header ({size} bytes; the header alone "
+                    f"takes {8 + header_len})")
         try:
             header = json.loads(f.read(header_len))
         except ValueError:
-            return f"{file.name} has a damaged safetensors header"
-    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
-    expected = 8 + header_len + max(ends, default=0)
+            return f"{file.name} has a damaged safetensors header (not JSON)"
+    if not isinstance(header, dict):
+        return f"{file.name} has a damaged safetensors header (a JSON {type(header).__name__}, not an object)"
+    ranges = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        problem = _tensor_entry_problem(entry)
+        if problem:
+            return f"{file.name} has a damaged safetensors header: tensor {name}: {problem}"
+        ranges.append(entry["data_offsets"])
+    ranges.sort()
+    if any(begin != previous_end for (begin, _), (_, previous_end) in zip(ranges[1:], ranges)) or \
+            (ranges and ranges[0][0] != 0):
+        return f"{file.name} has a damaged safetensors header: its tensors' byte ranges overlap or leave gaps"
+    expected = 8 + header_len + (ranges[-1][1] if ranges else 0)
     if size < expected:
         return (f"{file.name} is incomplete: {size / 1e9:.3f} GB of {expected / 1e9:.3f} GB "
                 "(a download that stopped part way)")
+    if size > expected:
+        return f"{file.name} holds {size - expected} bytes more than its header describes (damaged or overwritten)"
     return None
 
 
@@ -248,8 +298,8 @@ def inspect_folder(model_path: str | Path) -> ModelFolder:
     path = Path(model_path).expanduser()
     if not path.is_dir():
         raise ModelFolderError(f"model_path {str(model_path)!r} is not a folder. Give the folder of a downloaded "
-                               "InternVL2 model (the one holding config.json), or leave model_path empty for the "
-                               "embedded tiny model.")
+                               "InternVL2 model (the one holding config.json), or the embedded tiny model's "
+                               f"({tiny_model_dir()}; chat and the lessons take it when model_path is None).")
     if not (path / "config.json").is_file():
         raise ModelFolderError(f"{path} holds no config.json, so it is not a model folder. Point model_path at the "
                                "folder that holds config.json and the *.safetensors files.")

@@ -14,7 +14,9 @@ folder under ``work_dirs/prepared/`` that holds:
 
 It is rebuilt when the source changes (its config, tokenizer files, weight sizes and times) or the
 kit's code does, reused otherwise, and announced in one line. A folder the kit wrote itself (its
-code files are the kit's) is used as it is.
+code files are the kit's) is used as it is. Like every folder the kit writes, a prepared folder
+carries ``fileio.MARKER``; one prepared by an older kit has only the manifest, which proves it the
+kit's just as well.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
-from internvl_course.fileio import atomic_directory, atomic_write_text
+from internvl_course.fileio import atomic_directory, atomic_write_text, files_not_written, mark_as_written
 from internvl_course.modelcode.configuration_internlm2 import LLM_AUTO_MAP
 from internvl_course.modelcode.configuration_internvl_chat import AUTO_MAP, MODEL_CODE_FILES
 from internvl_course.paths import work_dir
@@ -84,14 +86,22 @@ def _json_text(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def _adopt_older(folder: Path) -> None:
+    """Give a folder an older kit prepared (its manifest, no marker) the marker it would carry now."""
+    if (folder / MANIFEST).is_file() and files_not_written(folder) is None:
+        mark_as_written(folder)
+
+
 def _remove_stale(current: Path, source: Path) -> None:
     """Delete the kit's earlier prepared folders of the same source (their manifest proves the kit
-    wrote them; they hold only links and the kit's own files)."""
+    wrote them; they hold only links and the kit's own files), unless something was added to one."""
     for other in current.parent.iterdir():
         manifest = other / MANIFEST
         if other != current and manifest.is_file():
             if json.loads(manifest.read_text(encoding="utf-8")).get("source") == str(source):
-                shutil.rmtree(other)
+                _adopt_older(other)
+                if files_not_written(other) == []:
+                    shutil.rmtree(other)
 
 
 def prepared_folder(model_path: str | Path, tool: str, quiet: bool = False) -> Path:
@@ -108,6 +118,7 @@ def prepared_folder(model_path: str | Path, tool: str, quiet: bool = False) -> P
             print(f"{tool} reads {out}: prepared earlier from {folder.path} (the kit's code beside its linked "
                   "weights), still up to date")
         return out
+    _adopt_older(out)
     with atomic_directory(out, overwrite=manifest.is_file()) as staging:
         for file in folder.weight_files:
             os.symlink(file, staging / file.name)

@@ -26,6 +26,7 @@ import contextlib
 import io
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SIZE = 448
 PATCH_SIZE = 14
 DOWNSAMPLE_RATIO = 0.5
+
+#: ``scheme://`` at the start of a string: a web address (http, https, ftp, s3 ...), which Path()
+#: would quietly turn into a relative path with one slash.
+_WEB_ADDRESS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Image.Image]
 
@@ -235,21 +240,58 @@ def _truncated_images_are_errors() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+#: The most pixels a picture file may have. The model sees at most ``max_num`` tiles of 448x448
+#: (12 tiles and a thumbnail: 2.6 megapixels), so more pixels add no detail it can see, only
+#: memory: 3 bytes a pixel once decoded and as much again while the picture is resized (a
+#: 169-megapixel JPEG took 1.1 GB). 64 megapixels admits every phone's full-resolution photo up to
+#: 48 and 50 megapixels, and stays below PIL's own decompression-bomb warning (89 megapixels).
+MAX_PIXELS = 64_000_000
+
+
+@contextlib.contextmanager
+def _pil_size_check_off() -> Iterator[None]:
+    """Let ``_decode`` compare the size itself while PIL reads a header: PIL's decompression-bomb
+    check would otherwise print a warning above 89 megapixels and raise above 179, neither naming
+    the file. The size is then refused against a limit no higher than PIL's."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _refuse_too_many_pixels(image: Image.Image, name: str) -> None:
+    """Refuse a picture over ``MAX_PIXELS`` (or PIL's own limit, when someone set it lower) from its
+    header, before its pixels are decoded."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    limit = min(MAX_PIXELS, pil_limit) if pil_limit else MAX_PIXELS
+    pixels = image.width * image.height
+    if pixels > limit:
+        whose = "" if limit == MAX_PIXELS else ", PIL.Image.MAX_IMAGE_PIXELS as set in this process"
+        raise ImageLoadError(
+            f"{name} has more pixels than the kit reads: {image.width}x{image.height} = {pixels / 1e6:.3g} megapixels; "
+            f"the limit is {limit / 1e6:.3g} megapixels{whose} (the model sees at most a few 448x448 tiles, so more "
+            "pixels only cost memory). Shrink it first, e.g. `magick IN.jpg -resize 4000x4000 OUT.jpg` (ImageMagick) "
+            "or a photo editor's export at a smaller size, and give the smaller file.")
+
+
 def _decode(data: bytes, name: str) -> Image.Image:
     """Decode encoded picture bytes completely, or raise ImageLoadError naming ``name``."""
     if not data:
         raise ImageLoadError(f"{name} is empty (0 bytes): there is no picture in it.")
     try:
         with _truncated_images_are_errors():
-            image = Image.open(io.BytesIO(data))
-            image.load()  # Image.open only reads the header; the pixels come here
+            with _pil_size_check_off():
+                image = Image.open(io.BytesIO(data))  # reads the header only
+            _refuse_too_many_pixels(image, name)
+            image.load()  # the pixels come here
+    except ImageLoadError:  # the kit's own refusal, which names the file already
+        raise
     except UnidentifiedImageError:
         head = data[:16]
         raise ImageLoadError(f"{name} is not a picture PIL can read ({len(data)} bytes starting {head!r}). "
                              "Use a JPEG, PNG, WebP, BMP, GIF or TIFF file.") from None
-    except Image.DecompressionBombError as err:
-        raise ImageLoadError(f"{name} has more pixels than PIL's safety limit ({err}). Shrink it first, or raise "
-                             "PIL.Image.MAX_IMAGE_PIXELS if you trust the file.") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # what PIL's decoders raise on cut-off data
         raise ImageLoadError(f"{name} is truncated or corrupt ({len(data)} bytes; PIL says: {err}). "
                              "Download or copy it again.") from err
@@ -270,6 +312,9 @@ def open_image(source: ImageSource) -> Image.Image:
         data = bytes(source)
         image = _decode(data, f"the given bytes ({len(data)} bytes)")
     elif isinstance(source, (str, os.PathLike)):
+        if isinstance(source, str) and _WEB_ADDRESS.match(source):
+            raise ImageLoadError(f"{source!r} is a web address; the kit reads local files only. Download it first, "
+                                 f"e.g. `curl -L -o picture.jpg '{source}'`, then give the file's path.")
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file (looked in {path.resolve().parent}).")

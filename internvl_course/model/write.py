@@ -5,23 +5,53 @@ Every folder the kit makes must load the way an InternVL2 download does, with
 holds the same things: config.json (which also names the id of ``<IMG_CONTEXT>``) and safetensors
 weights, the kit's model code (and, for InternLM2 LLMs, its tokenizer code), the tokenizer files,
 and generation_config.json with the ids generation stops at. The folder is assembled beside its
-destination and renamed into place (``fileio.atomic_directory``); a ``check`` that raises leaves
-nothing behind.
+destination and renamed into place (``fileio.atomic_directory``, which leaves its marker in it, so
+the kit may replace the folder later and no other); a ``check`` that raises leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from internvl_course.fileio import atomic_directory
+from internvl_course.fileio import MARKER, atomic_directory, mark_as_written
 from internvl_course.model.folder import TOKENIZER_CODE_FILES
 from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES, llm_architecture
 from internvl_course.modelcode.conversation import IMG_CONTEXT_TOKEN
-from internvl_course.paths import MODELCODE
+from internvl_course.paths import MODELCODE, work_dir
+
+
+#: Every name ``write_model_folder`` has put in a folder: config, generation settings, weights (one
+#: file or shards), the kit's code, and the tokenizer files of both tokenizer kinds.
+WRITTEN_NAMES = frozenset({
+    "config.json", "generation_config.json", "model.safetensors.index.json", *MODEL_CODE_FILES,
+    *TOKENIZER_CODE_FILES, "tokenizer.model", "tokenizer.json", "vocab.json", "merges.txt",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+})
+WEIGHT_FILE = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors")
+
+
+def adopt_older_model_folder(folder: Path) -> None:
+    """Give the marker to a model folder an older kit wrote, before folders carried
+    ``fileio.MARKER``, at the kit's own place: directly under work_dirs/models/ (the tiny model,
+    lesson 07's conversions), holding config.json and nothing but what ``write_model_folder``
+    writes. So ``overwrite`` keeps replacing it; anywhere else such a folder stays refused.
+    Raises ``FileExistsError`` naming what else such a folder holds."""
+    folder = Path(folder)
+    if (folder.is_symlink() or not (folder / "config.json").is_file() or (folder / MARKER).exists()
+            or folder.parent.resolve() != (work_dir() / "models").resolve()):
+        return
+    foreign = sorted(path.name for path in folder.iterdir() if path.is_symlink() or not path.is_file()
+                     or not (path.name in WRITTEN_NAMES or WEIGHT_FILE.fullmatch(path.name)))
+    if foreign:
+        raise FileExistsError(f"{folder} holds {', '.join(foreign)}, which the kit never writes in a model folder, "
+                              f"and no {MARKER}; the kit does not overwrite it. Move them out of it (the kit "
+                              "rebuilds the rest), or remove the folder yourself.")
+    mark_as_written(folder)
 
 
 def code_files(model) -> tuple[str, ...]:
@@ -47,9 +77,11 @@ def write_model_folder(model, tokenizer, out_dir: str | Path, *, tokenizer_files
     The model's config learns the tokenizer's id of ``<IMG_CONTEXT>`` before it is saved.
     ``check(staging)`` runs on the written folder before it is put in place; if it raises, the
     folder is removed and ``out_dir`` is untouched. An existing ``out_dir`` is replaced only with
-    ``overwrite``.
+    ``overwrite``, and only if the kit wrote it (``fileio.refuse_existing``, ``adopt_older_model_folder``).
     """
     out = Path(out_dir)
+    if overwrite:
+        adopt_older_model_folder(out)
     model.config.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
     with atomic_directory(out, overwrite) as staging:
         model.save_pretrained(staging, safe_serialization=True)

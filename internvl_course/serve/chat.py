@@ -23,10 +23,18 @@ Every backend builds InternVL's prompt (picture first, then the question) from t
 template, so the same question gets the same prompt ids everywhere, and the same
 ``GenerationConfig`` means the same thing everywhere: a temperature above 0 samples, 0 is greedy
 (LMDeploy ignores temperature and top_p unless ``do_sample`` is set: docs/design.md, "LMDeploy").
+
+Every turn is measured before the model runs, on every backend: the prompt's tokens (template,
+earlier turns, the picture's tiles, the question) against ``session_len``, the context, which is
+the model's own maximum unless asked for less. A turn that does not fit raises
+``PromptTooLongError`` with the numbers and the ways out; one that fits gets at most the room that
+is left for its reply.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -58,16 +66,33 @@ class GenerationConfig:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}; 1 keeps every token")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = no limit), got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0 (1 = none), got {self.repetition_penalty}")
+        """Check every field where the config is written, and store whole numbers given for the
+        float fields as floats: transformers refuses ``temperature=2`` fourteen frames deep inside
+        generate, and a NaN temperature would quietly decode greedily."""
+
+        def number(value: Any) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+        def whole(value: Any) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        checks: tuple[tuple[str, bool, str], ...] = (
+            ("max_new_tokens", whole(self.max_new_tokens) and self.max_new_tokens >= 1, "at least 1 (a whole number)"),
+            ("temperature", number(self.temperature) and self.temperature >= 0, ">= 0 and finite (0 = greedy)"),
+            ("top_p", number(self.top_p) and 0 < self.top_p <= 1, "in (0, 1] (1 keeps every token)"),
+            ("top_k", whole(self.top_k) and self.top_k >= 0, ">= 0 (a whole number; 0 = no limit)"),
+            ("repetition_penalty", number(self.repetition_penalty) and self.repetition_penalty > 0,
+             "> 0 and finite (1 = none)"),
+            ("seed", self.seed is None or (whole(self.seed) and self.seed >= 0), "None or a whole number >= 0"),
+            ("ignore_eos", isinstance(self.ignore_eos, bool), "True or False"),
+        )
+        for name, valid, allowed in checks:
+            if not valid:
+                raise ValueError(f"GenerationConfig: {name} must be {allowed}, got {getattr(self, name)!r}")
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("max_new_tokens", "top_k") + (("seed",) if self.seed is not None else ()):
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     @property
     def do_sample(self) -> bool:
@@ -92,6 +117,10 @@ class GenerationConfig:
                                         top_p=self.top_p, top_k=self.top_k if self.do_sample else 1,
                                         repetition_penalty=self.repetition_penalty, random_seed=self.seed,
                                         ignore_eos=self.ignore_eos)
+
+
+class PromptTooLongError(ValueError):
+    """A turn that does not fit the context: the message gives the numbers and the ways out."""
 
 
 @dataclass
@@ -208,7 +237,7 @@ class ChatPipeline:
     """Multi-turn image chat over one backend; create it with ``pipeline(...)``."""
 
     def __init__(self, model_path: str | Path | None = None, backend: str = "auto", tp: int = 1,
-                 max_num: int | None = None, session_len: int = 8192, dtype: str = "auto",
+                 max_num: int | None = None, session_len: int | None = None, dtype: str = "auto",
                  quiet: bool = False, trust_remote_code: bool = False) -> None:
         from internvl_course.model.folder import inspect_folder
         from internvl_course.paths import tiny_model_dir
@@ -230,10 +259,22 @@ class ChatPipeline:
         if not quiet:
             print(self.reason)
         self.tp = tp
-        self.session_len = session_len
         import json
 
         config = self.folder.config if self.folder else json.loads((self.model_path / "config.json").read_text())
+        self.config = config
+        # The context every backend is held to: the model's own maximum unless asked for less
+        # (LMDeploy's engine then keeps its KV cache to it as well).
+        self.model_max_length = int((config.get("llm_config") or {}).get("max_position_embeddings") or 0)
+        if session_len is None:
+            if not self.model_max_length:
+                raise ValueError(f"{self.model_path / 'config.json'} names no llm_config.max_position_embeddings: "
+                                 "pass session_len=... (the context in tokens)")
+            session_len = self.model_max_length
+        elif isinstance(session_len, bool) or not isinstance(session_len, int) or session_len < 1:
+            raise ValueError(f"session_len must be None (the model's maximum, {self.model_max_length}) "
+                             f"or a whole number >= 1, got {session_len!r}")
+        self.session_len = session_len
         self.max_num = max_num or config.get("max_dynamic_patch", 12)
         self.use_thumbnail = bool(config.get("use_thumbnail", True))
         self._lock = threading.Lock()  # one generation at a time per loaded model
@@ -267,6 +308,15 @@ class ChatPipeline:
                              "'bfloat16' with an LMDeploy backend (or backend='transformers' for float32)")
         if self.tp > 1:
             check_gpu_count(self.tp, "tp")
+        # The kit counts each turn's tokens itself (``_room``), before LMDeploy is asked.
+        if self.trust_remote_code:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=True, use_fast=False)
+        else:
+            from internvl_course.model.load import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.model_path, self.folder)
         engine = TurbomindEngineConfig if self.backend == "turbomind" else PytorchEngineConfig
         # LMDeploy imports the folder's code itself: give it one holding the kit's code (the
         # checkpoint's own folder when the kit wrote it), unless the user trusts the folder's.
@@ -299,24 +349,101 @@ class ChatPipeline:
 
         ``streamer`` (a transformers streamer) and ``control`` (to cancel) serve ``stream_chat``.
         """
-        from internvl_course.model.preprocess import open_image
-
         gen_config = gen_config or GenerationConfig()
         text, image = _split_prompt(prompt)
         if session is None:
             session = Session()
-        if image is not None:
-            if session.history:
-                raise ValueError("a picture can only start a conversation: start a new session for a new picture")
-            session.image = open_image(image)
+        room = self._start_turn(text, image, session)
         with self._lock:
             if self.backend == "transformers":
-                response = self._chat_transformers(text, session, gen_config, streamer, control or TurnControl())
+                response = self._chat_transformers(text, session, gen_config, streamer, control or TurnControl(), room)
             else:
                 response = self._chat_lmdeploy(text, session, gen_config)
         session.history.append((text, response.text))
         session.response = response
         return session
+
+    def _start_turn(self, text: str, image: ImageSource | None, session: Session) -> int:
+        """Check a turn before anything runs, put its picture in the session, and return the
+        tokens left for the reply. A refused turn leaves the session as it was."""
+        from internvl_course.model.preprocess import open_image
+
+        picture = None
+        if image is not None:
+            if session.history:
+                raise ValueError("a picture can only start a conversation: start a new session for a new picture")
+            picture = open_image(image)
+        room = self._room(text, picture if picture is not None else session.image, session.history)
+        if picture is not None:
+            session.image = picture
+        return room
+
+    def _tiling(self) -> tuple[int, int, int]:
+        """(fewest tiles, most tiles, tokens per tile) of a picture as this backend cuts it: the
+        kit's ``load_image`` with ``max_num`` for transformers, config.json's limits for LMDeploy,
+        whose own preprocessing reads them there."""
+        from internvl_course.model.preprocess import DOWNSAMPLE_RATIO, IMAGE_SIZE, PATCH_SIZE, tokens_per_tile
+
+        vision = self.config.get("vision_config") or {}
+        size = self.config.get("force_image_size") or vision.get("image_size", IMAGE_SIZE)
+        per_tile = tokens_per_tile(size, vision.get("patch_size", PATCH_SIZE),
+                                   self.config.get("downsample_ratio", DOWNSAMPLE_RATIO))
+        if self.backend == "transformers":
+            return 1, self.max_num, per_tile
+        return self.config.get("min_dynamic_patch", 1), self.config.get("max_dynamic_patch", 12), per_tile
+
+    def _prompt_length(self, text: str, picture: Any, history: list[tuple[str, str]]) -> tuple[int, int]:
+        """(tokens, tiles) of the prompt the model reads for ``text`` after ``history``: the chat
+        template with its system message, the earlier turns, the picture's tiles and the question,
+        written by ``model.prompt`` exactly as the model's own ``chat`` writes it."""
+        from internvl_course.model.preprocess import num_tiles
+        from internvl_course.model.prompt import build_prompt, with_image
+
+        own = self.model if self.backend == "transformers" else None  # a lesson may change its system message
+        template = getattr(own, "template", None) or self.config.get("template")
+        system_message = getattr(own, "system_message", None) or self.config.get("system_message")
+        turns: list[tuple[str, str | None]] = [*history, (text, None)]
+        min_num, max_num, per_tile = self._tiling()
+        tiles = 0
+        if picture is not None:
+            tiles = num_tiles(picture.width, picture.height, min_num, max_num, use_thumbnail=self.use_thumbnail)
+            turns[0] = (with_image(turns[0][0]), turns[0][1])
+        query = build_prompt(template, system_message, turns, [tiles] if tiles else [], per_tile)
+        return len(self.tokenizer(query, verbose=False)["input_ids"]), tiles
+
+    def prompt_tokens(self, prompt: str | tuple, session: Session | None = None) -> int:
+        """How many tokens the model reads for ``prompt`` as the next turn of ``session`` (a new
+        one by default), picture and earlier turns included: what ``session_len`` bounds."""
+        from internvl_course.model.preprocess import open_image
+
+        text, image = _split_prompt(prompt)
+        session = session or Session()
+        picture = open_image(image) if image is not None else session.image
+        return self._prompt_length(text, picture, session.history)[0]
+
+    def _room(self, text: str, picture: Any, history: list[tuple[str, str]]) -> int:
+        """The tokens left for the reply, or ``PromptTooLongError`` with the numbers and the fixes
+        when the prompt fills the context: checked on every backend before the model runs, where a
+        100,000-character question once ran for 25 s and died allocating 40 GB."""
+        total, tiles = self._prompt_length(text, picture, history)
+        if total < self.session_len:
+            return self.session_len - total
+        question = len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        _, max_num, per_tile = self._tiling()
+        parts = [f"{question} tokens for this question"]
+        if tiles:
+            parts.append(f"{tiles * per_tile} tokens for the picture ({tiles} tile{'s' * (tiles > 1)} of {per_tile})")
+        if history:
+            parts.append(f"{len(history)} earlier turn{'s' * (len(history) > 1)}")
+        where = "pipeline(..., max_num=...)" if self.backend == "transformers" else "max_dynamic_patch in config.json"
+        tiles_fix = f"fewer tiles per picture ({where}, now {max_num})"
+        larger = (f", or a larger session_len (the model takes up to {self.model_max_length})"
+                  if self.session_len < self.model_max_length else "")
+        raise PromptTooLongError(
+            f"the prompt is {total} tokens ({', '.join(parts)} and the chat template), which fills the context "
+            f"of {self.session_len} tokens (session_len) and leaves no room for a reply. Ask a shorter question, use "
+            f"a smaller picture or {tiles_fix}, or start a new session (session=None) to drop the earlier turns"
+            f"{larger}.")
 
     def stream_chat(self, prompt: str | tuple, session: Session | None = None,
                     gen_config: GenerationConfig | None = None) -> Iterator[tuple[str, Session]]:
@@ -356,12 +483,16 @@ class ChatPipeline:
         yield session.response.text, session
 
     def _chat_transformers(self, text: str, session: Session, gen_config: GenerationConfig,
-                           streamer: Any, control: TurnControl) -> Response:
+                           streamer: Any, control: TurnControl, room: int) -> Response:
         import torch
         from transformers import StoppingCriteriaList
 
         pixel_values = self._pixel_values(session.image) if session.image is not None else None
         kwargs = gen_config.for_transformers()
+        if kwargs["max_new_tokens"] > room:  # the reply ends where the context does, as LMDeploy's does
+            kwargs["max_new_tokens"] = room
+            if "min_new_tokens" in kwargs:
+                kwargs["min_new_tokens"] = room
         kwargs["stopping_criteria"] = StoppingCriteriaList([control])
         if streamer is not None:
             kwargs["streamer"] = streamer
@@ -370,7 +501,7 @@ class ChatPipeline:
         with torch.no_grad():
             reply, session.backend_state = self.model.chat(self.tokenizer, pixel_values, text, kwargs,
                                                            history=session.backend_state, return_history=True)
-        finish = "length" if control.generated >= gen_config.max_new_tokens else "stop"
+        finish = "length" if control.generated >= kwargs["max_new_tokens"] else "stop"
         return Response(text=reply, generate_token_len=control.generated, finish_reason=finish)
 
     def _lmdeploy_turn(self, text: str, session: Session, gen_config: GenerationConfig):
@@ -392,13 +523,8 @@ class ChatPipeline:
 
     def _stream_lmdeploy(self, prompt: str | tuple, session: Session,
                          gen_config: GenerationConfig) -> Iterator[tuple[str, Session]]:
-        from internvl_course.model.preprocess import open_image
-
         text, image = _split_prompt(prompt)
-        if image is not None:
-            if session.history:
-                raise ValueError("a picture can only start a conversation: start a new session for a new picture")
-            session.image = open_image(image)
+        self._start_turn(text, image, session)  # LMDeploy ends the reply at session_len itself
         reply = ""
         with self._lock, closing(self._lmdeploy_turn(text, session, gen_config)) as pieces:
             for piece in pieces:  # closing it early makes LMDeploy abort the request
@@ -411,15 +537,16 @@ class ChatPipeline:
 
     def batch(self, prompts: Sequence[str | tuple], gen_config: GenerationConfig | None = None) -> list[Response]:
         """Independent one-turn questions (a fresh session each), answered in one call."""
-        from internvl_course.model.preprocess import open_image
-
         gen_config = gen_config or GenerationConfig()
-        if self.backend == "transformers":
-            return [self.chat(p, gen_config=gen_config).response for p in prompts]
-        requests = []
-        for prompt in prompts:
+        sessions = []
+        for prompt in prompts:  # every question is checked before any is answered
             text, image = _split_prompt(prompt)
-            requests.append((open_image(image), text) if image is not None else text)
+            session = Session()
+            self._start_turn(text, image, session)
+            sessions.append((text, session))
+        if self.backend == "transformers":
+            return [self.chat(text, session=session, gen_config=gen_config).response for text, session in sessions]
+        requests = [(session.image, text) if session.image is not None else text for text, session in sessions]
         with self._lock:
             results = self.engine(requests, gen_config=gen_config.for_lmdeploy())
         return [Response(text=r.text, generate_token_len=r.generate_token_len, finish_reason=r.finish_reason)

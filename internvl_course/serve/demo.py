@@ -11,6 +11,12 @@ points"):
   and temperature 0 means greedy decoding, so the sliders change what the model does;
 - an upload that is not a picture, or is too large, gets a message on the page instead of an
   error deep inside gradio's image decoding;
+- a question longer than ``MAX_QUESTION_CHARS`` cannot be typed into the page and is refused,
+  naming the limit, when it comes through the API: one model answers every tab, one turn at a
+  time, and a 20,000-character question once held it for 20 s and 6.6 GB;
+- turns are answered first come, first served (``chat`` runs one at a time in gradio's queue,
+  which shows each waiting tab its place): a tab waits for the turns before its own, not for
+  every turn a busy tab asks next, and picture uploads, "clear" and "start over" never wait;
 - it binds 127.0.0.1 and never asks gradio for a public share link;
 - the header says which model and which backend answer, and why that backend was chosen.
 
@@ -35,12 +41,19 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from internvl_course.serve.chat import ChatPipeline, GenerationConfig, Session, pipeline
+from internvl_course.serve.chat import ChatPipeline, GenerationConfig, PromptTooLongError, Session, pipeline
 from internvl_course.paths import food_data_dir, tiny_model_dir
 from internvl_course.model.preprocess import ImageLoadError, open_image
 
 DEFAULT_PORT = 1096
 DEFAULT_MAX_UPLOAD_MB = 20
+#: The longest question, in characters. A question about a picture is a sentence or a paragraph;
+#: 2,000 characters of Chinese came to about 1,600 tokens for the tiny model's tokenizer, which
+#: leaves room in InternVL2's 8,192-token context for the largest picture (13 tiles of 256
+#: tokens) and the longest reply the slider allows (1,024); the tiny model read them and a
+#: picture in about 4 s on 2 shared CPU cores. Token counts are chat.py's to check
+#: (``PromptTooLongError``): this limit keeps every turn cheap before anything is counted.
+MAX_QUESTION_CHARS = 2000
 
 #: Questions offered under the chat box, Chinese first as in the course.
 EXAMPLE_QUESTIONS = (
@@ -229,6 +242,9 @@ def build_demo(pipe: ChatPipeline | None = None, model_path: str | Path | None =
         if not question:
             yield conversation.messages(), "", "⚠️ 请先输入问题。 Type a question first."
             return
+        if len(question) > MAX_QUESTION_CHARS:  # the page's box stops typing there; the API does not
+            raise gr.Error(f"问题太长 The question is {len(question):,} characters long; this demo takes at most "
+                           f"{MAX_QUESTION_CHARS:,} (MAX_QUESTION_CHARS). Shorten it and ask again.")
         # The sliders' bounds (checked by gradio, also for API calls) keep these valid.
         config = GenerationConfig(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
                                   top_p=float(top_p))
@@ -245,6 +261,11 @@ def build_demo(pipe: ChatPipeline | None = None, model_path: str | Path | None =
                 yield shown, "", "正在回答… Answering…"
         except (ImageLoadError, FileNotFoundError) as err:  # the cached upload was cleaned away, say
             yield conversation.messages(), question, f"⚠️ {err} 请重新上传。 Please upload the picture again."
+            return
+        except PromptTooLongError as err:  # refused before the model ran: the conversation is unchanged
+            yield (conversation.messages(), question,
+                   f"⚠️ 对话太长 This turn does not fit the model's context: {err} On this page: press "
+                   "\"Clear chat\" to start over about the same picture, or shorten the question.")
             return
         if tab.conversation is not conversation:
             yield tab.conversation.messages(), gr.skip(), gr.skip()
@@ -293,15 +314,20 @@ def build_demo(pipe: ChatPipeline | None = None, model_path: str | Path | None =
                                      placeholder="先给一张图片，再提问。 Give it a picture, then ask about it.")
                 with gr.Row():
                     question = gr.Textbox(label="question", show_label=False, placeholder="问点什么… Ask something…",
-                                          scale=5, elem_id="question", autofocus=True)
+                                          scale=5, elem_id="question", autofocus=True,
+                                          max_length=MAX_QUESTION_CHARS)
                     send = gr.Button("发送 Send", variant="primary", scale=1, min_width=90, elem_id="send")
                 gr.Examples([[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="示例问题 Example questions")
                 with gr.Row():
                     clear_button = gr.Button("清空对话 Clear chat", elem_id="clear")
                     restart_button = gr.Button("重新开始 Start over", elem_id="restart")
 
+        # One turn at a time, whatever GRADIO_DEFAULT_CONCURRENCY_LIMIT says: the model answers one
+        # turn at a time anyway (ChatPipeline's lock), and waiting in gradio's queue is first come,
+        # first served with a place shown, where handlers waiting on that lock would be served in
+        # any order and shown as busy.
         gr.on([question.submit, send.click], chat, inputs=[question, temperature, top_p, max_new_tokens, tab],
-              outputs=[chatbot, question, status], api_name="chat")
+              outputs=[chatbot, question, status], api_name="chat", concurrency_limit=1)
         picture.upload(set_picture, inputs=[picture, tab], outputs=[picture, chatbot, status], preprocess=False,
                        api_name="set_picture")
         picture.clear(restart, inputs=[tab], outputs=[picture, chatbot, status], api_name="picture_removed",

@@ -28,6 +28,7 @@ import json
 import math
 import random
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -442,17 +443,33 @@ def read_metadata(path: str | Path = BASE_WEIGHTS) -> dict:
     return json.loads(meta[METADATA_KEY])
 
 
+def check_base_output(out_path: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before minutes of training, to replace files the kit did not ship: the weights file
+    and the ``tokenizer.model`` beside it may be replaced only at the shipped place (``make base``)
+    or with ``overwrite``."""
+    out = Path(out_path)
+    if overwrite or out.resolve() == BASE_WEIGHTS.resolve():
+        return
+    existing = [path for path in (out, out.with_name("tokenizer.model")) if path.exists()]
+    if existing:
+        raise FileExistsError(f"{', '.join(map(str, existing))} already exist(s); a base is written as the weights file "
+                              "and tokenizer.model beside it. Choose an empty folder for --out, or pass --overwrite "
+                              "to replace them.")
+
+
 def train_base(out_path: str | Path = BASE_WEIGHTS, seed: int = 0, recipe: Recipe = Recipe(),
-               progress: bool = True) -> Path:
+               progress: bool = True, overwrite: bool = False) -> Path:
     """Train the talking base from the seeded random tiny model and write its weights.
 
     The file is a float32 safetensors state dict of the whole model (about 5 MB), written to a
     temporary file and renamed into place, so an interrupted run leaves the old weights intact;
     the ``tokenizer.model`` it was trained with is written beside it.
-    With ``progress`` the stages show a progress bar and a summary is printed at the end.
+    With ``progress`` the stages show a progress bar and a summary is printed at the end. Existing
+    files elsewhere than the shipped place are replaced only with ``overwrite``.
     """
     from safetensors.torch import save
 
+    check_base_output(out_path, overwrite)
     start = time.perf_counter()
     model, tokenizer, vocabulary = _random_tiny(seed)
     log = train_model(model, tokenizer, seed, recipe, progress)
@@ -479,8 +496,14 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Train the embedded tiny model's talking base (a few CPU minutes).")
     parser.add_argument("--out", default=str(BASE_WEIGHTS), help="safetensors file to write (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and its tokenizer.model")
     args = parser.parse_args(argv)
-    train_base(args.out, seed=args.seed)
+    try:
+        check_base_output(args.out, args.overwrite)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    train_base(args.out, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
