@@ -2,7 +2,7 @@
 
 nbval 0.11 executes every cell with ``store_history=False``, and IPython decides whether a
 trailing ``;`` silences a cell's value by reading that cell back from the history (nbval issue
-194, IPython issue 14162). So under nbval every ``viz.plot_...(...);`` showed its figure twice,
+194, IPython issue 14162). So under nbval every ``plot_...(...);`` cell showed its figure twice,
 once as the silenced value and once from the inline backend, unlike JupyterLab and papermill,
 which made the committed outputs of such cells impossible to compare. Remove this plugin once
 nbval sends cells with history again.

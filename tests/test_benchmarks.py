@@ -49,15 +49,24 @@ def test_sizes_parse_or_say_the_expected_form():
             report.parse_size(bad)
 
 
-def test_a_child_result_comes_back_and_a_failure_brings_its_log_tail():
+def test_a_child_result_comes_back_and_a_failure_brings_its_log_tail(monkeypatch):
     ok = [sys.executable, "-c", "print('log line'); print('RESULT ' + '{\"x\": 1}')"]
     assert report.run_child(ok) == {"x": 1}
     with pytest.raises(report.ChildFailed, match="status 3[\\s\\S]*went wrong"):
         report.run_child([sys.executable, "-c", "import sys; print('went wrong'); sys.exit(3)"])
     with pytest.raises(report.ChildFailed, match="printed no result"):
         report.run_child([sys.executable, "-c", "print('nothing')"])
-    with pytest.raises(report.ChildFailed, match="ran past 1 s[\\s\\S]*started"):
-        report.run_child([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"], timeout=1)
+    # A child that sleeps 30 times its timeout: stopped, whatever the machine's load.
+    with pytest.raises(report.ChildFailed, match="`.*time.sleep.*` ran past 1 s and was stopped"):
+        report.run_child([sys.executable, "-c", "import time; time.sleep(30)"], timeout=1)
+    # What a stopped child had printed comes back too (as bytes: subprocess does not decode it then).
+    # A real child might not have printed it yet when its timeout fires, so subprocess stands in.
+    def times_out(cmd, timeout=None, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, timeout, output=b"started\n", stderr=b"still loading\n")
+
+    monkeypatch.setattr(report.subprocess, "run", times_out)
+    with pytest.raises(report.ChildFailed, match="`child` ran past 7 s and was stopped:\nstarted\n+still loading$"):
+        report.run_child(["child"], timeout=7)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +259,26 @@ def test_a_node_bundle_dry_run_lists_packages_and_downloads_nothing(tmp_path, ca
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(SystemExit, match="lists no packages"):
         wheelhouse.main(["node", "--out", str(tmp_path / "n"), "--have", str(tmp_path / "empty.txt"), "--dry-run"])
+
+
+def test_a_node_bundle_above_max_mib_stops_and_names_its_largest_files(tmp_path, capsys):
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("torch==2.11.0\n")
+    out = tmp_path / "node"
+    (out / "course").mkdir(parents=True)
+    (out / "train").mkdir()
+    (out / "course" / "big-1.0-py3-none-any.whl").write_bytes(b"0" * (3 * 2**19))  # 1.5 MiB
+    (out / "train" / "small-1.0.tar.gz").write_bytes(b"0" * 2**19)  # 0.5 MiB
+    args = ["node", "--out", str(out), "--have", str(freeze), "--only", "nothing-to-fetch"]  # downloads nothing
+    assert wheelhouse.main(args) == 0  # no limit by default: the size is only printed
+    assert f"{out}: 2.0 MiB" in capsys.readouterr().out
+    assert wheelhouse.main([*args, "--max-mib", "2"]) == 0  # exactly the limit is allowed
+    with pytest.raises(SystemExit, match=r"2\.0 MiB, more than --max-mib 1\.5; largest: "
+                                         r"course/big-1\.0-py3-none-any\.whl \(1\.5 MiB\), train/small"):
+        wheelhouse.main([*args, "--max-mib", "1.5"])
+    with pytest.raises(SystemExit) as refused:
+        wheelhouse.main([*args, "--max-mib", "0"])
+    assert refused.value.code == 2 and "--max-mib must be a positive number" in capsys.readouterr().err
 
 
 def test_preprocess_timing_counts_the_tiles():

@@ -10,8 +10,9 @@ to hand tools a prepared folder holding its code (``model.prepare``), never the 
 - evaluation (lessons 05 and 07) scores a download exactly as the kit-built folder;
 - lessons 02 and 04 run headless with ``model_path`` set to a download;
 - LMDeploy's InternVL prompt for the prepared folder is the prompt the kit's ``chat()`` builds;
-- XTuner fine-tunes a download (through its prepared folder), convert merges the checkpoint into
-  the download's weights, and the result chats; a Qwen2 download is refused before training.
+- XTuner fine-tunes a download (through its prepared folder; the session's shared run,
+  ``xtuner_run``, trains one), convert merges the checkpoint into the download's weights, and the
+  result chats; a Qwen2 download is refused before training.
 
 After every test the tripwire log must be empty: a tripwire that fired and whose error was
 swallowed somewhere still fails the test.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -50,13 +52,28 @@ def tripwire_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return log
 
 
+class _BuiltOnFirstUse(dict):
+    """family -> folder, each made the first time a test asks for it (the train env's one test
+    needs only one of the three)."""
+
+    def __init__(self, make: Callable[[str], Path]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, family: str) -> Path:
+        if family not in FAMILIES:
+            raise KeyError(family)
+        self[family] = folder = self.make(family)
+        return folder
+
+
 @pytest.fixture(scope="session")
 def kit_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each family's tiny stand-in as the kit writes it (its code files are the kit's)."""
     from internvl_course.tiny.build import build_tiny_model
 
     root = tmp_path_factory.mktemp("kit-models")
-    return {family: build_tiny_model(root / family, family=family) for family in FAMILIES}
+    return _BuiltOnFirstUse(lambda family: build_tiny_model(root / family, family=family))
 
 
 @pytest.fixture(scope="session")
@@ -66,16 +83,18 @@ def downloads(tmp_path_factory: pytest.TempPathFactory, kit_folders: dict[str, P
     from internvl_course.tiny.build import TRIPWIRE, lay_out_as_download
 
     root = tmp_path_factory.mktemp("downloads")
-    folders = {}
-    for family, kit in kit_folders.items():
+
+    def lay_out(family: str) -> Path:
+        kit = kit_folders[family]
         code = root / f"{family}-tripwires"
         code.mkdir()
         for file in kit.glob("*.py"):
             (code / file.name).write_text(RECORDING_TRIPWIRE.format(log=str(tripwire_log), name=file.name)
                                           + TRIPWIRE.format(name=file.name), encoding="utf-8")
         # A download is named like the hub repository, not like the kit's folder.
-        folders[family] = lay_out_as_download(kit, root / f"OpenGVLab--{family}", code_dir=code)
-    return folders
+        return lay_out_as_download(kit, root / f"OpenGVLab--{family}", code_dir=code)
+
+    return _BuiltOnFirstUse(lay_out)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -207,34 +226,62 @@ def test_evaluation_scores_a_download_exactly_as_the_kit_folder(family, style, k
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lesson_on(tmp_path_factory: pytest.TempPathFactory, downloads):
-    """Run lesson ``number`` with its smoke parameters and ``model_path`` set to ``family``'s download."""
-    from internvl_course.course import plan
-    from internvl_course.course.runner import run_notebook
+LESSON_FAMILIES = ("internvl2-1b", "internvl2_5-2b")
 
-    def run(number: str, family: str):
+
+@pytest.fixture(scope="module")
+def lesson_runs(tmp_path_factory: pytest.TempPathFactory, downloads) -> Path:
+    """Lessons 02 and 04 with their smoke parameters and ``model_path`` set to each family's
+    download, each (notebook, download) pair once: one ``internvl-course run`` a family, both at
+    once (a headless notebook keeps about one core busy). The folder holds one run a family."""
+    import subprocess
+
+    from conftest import REPO
+    from internvl_course.course import plan
+
+    root = tmp_path_factory.mktemp("lessons-on-downloads")
+    runs = []
+    for family in LESSON_FAMILIES:
+        params = root / f"{family}.json"
+        params.write_text(json.dumps({number: {**plan.SMOKE_PARAMS[number], "model_path": str(downloads[family])}
+                                      for number in ("02", "04")}), encoding="utf-8")
+        with open(root / f"{family}.log", "w", encoding="utf-8") as log:
+            runs.append(subprocess.Popen([str(REPO / ".venv" / "bin" / "internvl-course"), "run", "--only", "02",
+                                          "--only", "04", "--params", str(params), "--out", str(root / family)],
+                                         stdout=log, stderr=subprocess.STDOUT))
+    for run in runs:
+        run.wait(timeout=900)
+    return root
+
+
+@pytest.fixture
+def lesson_on(lesson_runs: Path):
+    """What lesson ``number`` published with ``family``'s download, and the text of the executed notebook."""
+    from internvl_course.course import plan
+
+    def result(number: str, family: str) -> tuple[dict, str]:
         notebook = next(nb for nb in plan.COURSE if nb.number == number)
-        parameters = {**plan.SMOKE_PARAMS[number], "model_path": str(downloads[family])}
-        out = tmp_path_factory.mktemp(f"lesson{number}-{family}")
-        result = run_notebook(notebook, parameters, out)
+        out = lesson_runs / family
+        log = (lesson_runs / f"{family}.log").read_text(encoding="utf-8")
+        assert (out / "summary.json").is_file(), log
+        results = json.loads((out / "summary.json").read_text(encoding="utf-8"))["results"]
+        [entry] = [e for e in results if e["notebook"] == notebook.filename]
         text = (out / notebook.filename).read_text(encoding="utf-8") if (out / notebook.filename).exists() else ""
         assert "the kit promised never to run" not in text, "a tripwire fired inside the notebook"
-        assert result.status == "ok", result.error
-        return result, text
+        assert entry["status"] == "ok", entry["error"]
+        return entry["published"], text
 
-    return run
+    return result
 
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["internvl2-1b", "internvl2_5-2b"])
+@pytest.mark.parametrize("family", LESSON_FAMILIES)
 def test_lesson_02_traces_a_download(family, lesson_on):
     from internvl_course.course import plan
     from internvl_course.model import preprocess
 
-    result, _ = lesson_on("02", family)
-    published = result.published
+    published, _ = lesson_on("02", family)
     tiles = preprocess.num_tiles(1000, 1000, max_num=plan.SMOKE_PARAMS["02"]["max_num"])  # "square"
     assert published["num_tiles"] == tiles
     assert published["image_tokens"] == 256 * tiles < published["prompt_tokens"]
@@ -244,14 +291,13 @@ def test_lesson_02_traces_a_download(family, lesson_on):
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["internvl2-1b", "internvl2_5-2b"])
+@pytest.mark.parametrize("family", LESSON_FAMILIES)
 def test_lesson_04_chats_with_a_download(family, lesson_on, downloads):
     import torch
 
     from internvl_course.course import plan
 
-    result, text = lesson_on("04", family)
-    published = result.published
+    published, text = lesson_on("04", family)
     if not torch.cuda.is_available():
         assert published["backend"] == "transformers"
     assert f"model: {downloads[family]}" in text  # it chatted with the download, not the embedded model
@@ -314,23 +360,23 @@ def test_lmdeploy_prompt_for_a_prepared_download_equals_the_kits_chat_prompt(fam
 
 
 @pytest.mark.slow
-def test_xtuner_fine_tunes_a_download_and_convert_merges_it(tmp_path, downloads, tiny_llava_data):
+def test_xtuner_fine_tunes_a_download_and_convert_merges_it(tmp_path, xtuner_run, tiny_download, tiny_llava_data):
+    """The session's shared XTuner run (``xtuner_run``, tests/conftest.py) trained ``tiny_download``,
+    the tiny InternVL2-2B laid out as a download whose *.py files raise if imported."""
     from internvl_course.finetune import presets, training
     from internvl_course.serve.chat import GenerationConfig, pipeline
     from internvl_course.finetune.convert import convert
     from internvl_course.model.folder import inspect_folder
-    from internvl_course.paths import work_dir
 
-    data_path, image_folder = tiny_llava_data
-    download = downloads["internvl2-2b"]
-    config = presets.write_config(tmp_path / "cfg.py", "cpu-tiny", model_path=download, data_path=data_path,
-                                   image_folder=image_folder, max_iters=4, save_steps=2, lr=2e-3)
-    # XTuner opens the prepared folder (the kit's code beside the download's linked weights).
+    _, image_folder = tiny_llava_data
+    download = tiny_download
+    config, _, run = xtuner_run
+    # XTuner opened the prepared folder (the kit's code beside the download's linked weights).
     trained_from = Path(presets.read_settings(config)["model_path"])
-    assert trained_from.parent == work_dir() / "prepared" and inspect_folder(trained_from).kit_written
+    assert trained_from.parent.name == "prepared" and inspect_folder(trained_from).kit_written
+    assert not inspect_folder(download).kit_written
     assert (trained_from / "model.safetensors").resolve() == (download / "model.safetensors").resolve()
 
-    run = training.train(config, tmp_path / "work", progress=False)
     assert run.returncode == 0
     assert [record["iter"] for record in training.parse_logs(run.work_dir)] == [1, 2, 3, 4]
     assert run.checkpoint is not None and run.checkpoint.name == "iter_4.pth" and run.checkpoint.is_file()

@@ -148,6 +148,7 @@ def test_pick_pictures_spreads_over_the_split():
 
 
 def test_plots(tmp_path):
+    """A model that always chooses B and always names kung pao chicken: each plot shows exactly that."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,10 +156,31 @@ def test_plots(tmp_path):
 
     result = ev.evaluate(Scripted(lambda text, image: "宫保鸡丁" if text == ev.OPEN_QUESTION["zh"] else "B，图中的菜是饺子"),
                          TEST, ROOT, max_images=6, progress=False)
-    for figure in (ev.plot_confusion(result), ev.plot_confusion(result, open_ended=True),
-                   ev.plot_wrong_answers(result, ROOT, limit=3),
-                   ev.plot_pictures([(ROOT / i["food_meta"]["food_file"], ev.label(i["food_name"])) for i in TEST[:8:4]])):
+    dish = [a for a in result.answers if a.question_type == "dish"]
+    multiple_choice, open_ended = ev.plot_confusion(result), ev.plot_confusion(result, open_ended=True)
+    wrong = ev.plot_wrong_answers(result, ROOT, limit=3)
+    captions = [ev.label(i["food_name"]) for i in TEST[:8:4]]
+    pictures = ev.plot_dish_pictures([(ROOT / i["food_meta"]["food_file"], c) for i, c in zip(TEST[:8:4], captions)])
+
+    ax = multiple_choice.axes[0]
+    counts, columns = ax.images[0].get_array(), [t.get_text() for t in ax.get_xticklabels()]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert counts.sum() == len(dish) == 6 and f"accuracy {result.accuracy('dish'):.0%} on 6 pictures" in ax.get_title()
+    for answer in dish:  # each picture's count sits at (its dish, option B's dish)
+        truth, said = ev.label(answer.item["food_name"]), ev.label(answer.item["choices"][1])
+        assert counts[rows.index(truth)][columns.index(said)] >= 1
+    ax = open_ended.axes[0]
+    counts, columns = ax.images[0].get_array(), [t.get_text() for t in ax.get_xticklabels()]
+    named = columns.index(ev.label("宫保鸡丁"))
+    assert counts[:, named].sum() == counts.sum() == 6  # one bright column: the same dish for every picture
+    assert f"accuracy {result.open_accuracy:.0%} on 6 pictures" in ax.get_title()
+    assert len(wrong.axes) == 2 * 3 and wrong.get_suptitle() == f"3 of {len(result.wrong())} wrong answers"
+    said = [text.get_text() for ax in wrong.axes for text in ax.texts]
+    assert len(said) == 3 and all("read as: B. " in text and "reply: B，图中的菜是饺子" in text for text in said)
+    assert [ax.get_title() for ax in pictures.axes if ax.images] == captions
+    for figure in (multiple_choice, open_ended, wrong, pictures):
         figure.savefig(tmp_path / "figure.png")
+        assert (tmp_path / "figure.png").read_bytes().startswith(b"\x89PNG")
         plt.close(figure)
 
 
@@ -186,3 +208,33 @@ def test_the_tiny_base_answers_dish_questions_near_chance(tiny_model):
     result = ev.evaluate(pipe, dish_items, ROOT, open_ended=False, max_new_tokens=8, progress=False)
     assert len(result.answers) == len(dish_items) == 96
     assert result.accuracy("dish") <= 0.25 + 0.10
+
+
+@pytest.fixture
+def chinese_font(monkeypatch):
+    """A machine whose "Chinese font" is matplotlib's own DejaVu Serif: found on every machine."""
+    monkeypatch.setattr(ev, "_CJK_FAMILIES", ("DejaVu Serif",))
+    ev.cjk_font.cache_clear()
+    yield "DejaVu Serif"
+    ev.cjk_font.cache_clear()
+
+
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # the stand-in font has no Chinese
+def test_plots_use_the_chinese_font_without_changing_matplotlib_settings(chinese_font):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    before = dict(matplotlib.rcParams)
+    result = ev.evaluate(Scripted(lambda text, image: "B"), TEST, ROOT, max_images=2, progress=False)
+    figures = [ev.plot_dish_pictures([(ROOT / TEST[0]["food_meta"]["food_file"], "宫保鸡丁")]),
+               ev.plot_confusion(result), ev.plot_wrong_answers(result, ROOT, limit=1)]
+    try:
+        for figure in figures:
+            figure.canvas.draw()
+            assert figure.axes[0].title.get_fontfamily() == ["DejaVu Sans", chinese_font]
+    finally:
+        for figure in figures:
+            plt.close(figure)
+    assert dict(matplotlib.rcParams) == before, "a plot changed matplotlib's settings for every later figure"

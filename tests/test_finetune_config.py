@@ -11,11 +11,21 @@ from internvl_course.finetune import presets
 pytestmark = pytest.mark.train_env
 
 
+def _llava_file(folder, samples: int, name: str = "data.json"):
+    """``samples`` LLaVA items (settings_for checks the file and its pictures), one picture for all."""
+    from internvl_course.data.drawing import Piece, Scene, render
+
+    render(Scene(pieces=(Piece("circle", "red", 2),)), seed=1).save(folder / "0.jpg")
+    path = folder / name
+    path.write_text(json.dumps([{"image": "0.jpg", "conversations": [
+        {"from": "human", "value": f"<image>\nquestion {i}"}, {"from": "gpt", "value": "两个红色的圆形。"}]}
+        for i in range(samples)], ensure_ascii=False), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def data(tmp_path, tiny_model):
-    path = tmp_path / "data.json"
-    path.write_text(json.dumps([{"image": f"{i}.jpg", "conversations": []} for i in range(10)]))
-    return {"model_path": tiny_model, "data_path": path, "image_folder": tmp_path}
+    return {"model_path": tiny_model, "data_path": _llava_file(tmp_path, 10), "image_folder": tmp_path}
 
 
 def test_tutorial_preset_is_the_tutorials_run(data):
@@ -28,10 +38,9 @@ def test_tutorial_preset_is_the_tutorials_run(data):
 
 
 def test_the_tutorials_256_samples_end_at_iter_640(tmp_path, tiny_model):
-    path = tmp_path / "sivqa_llava.json"
-    path.write_text(json.dumps([{}] * 256))
+    path = _llava_file(tmp_path, 256, "sivqa_llava.json")
     s = presets.settings_for("tutorial", model_path=tiny_model, data_path=path, image_folder=tmp_path)
-    assert s["max_iters"] == 640  # FACTS.md section 5: iter_640.pth is the end of epoch 10
+    assert s["max_iters"] == 640  # iter_640.pth is the end of epoch 10 (docs/design.md, "The original tutorial")
 
 
 def test_cpu_preset_uses_what_a_cpu_needs(data):
@@ -134,7 +143,7 @@ def test_missing_and_broken_data_files(tmp_path, data):
         presets.settings_for("cpu-tiny", **{**data, "data_path": tmp_path / "nowhere.json"})
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+    with pytest.raises(ValueError, match=r"broken.json: 1 problem\(s\)[\s\S]*not JSON"):
         presets.settings_for("cpu-tiny", **{**data, "data_path": broken})
     with pytest.raises(ValueError, match="model_path is required"):
         presets.settings_for("cpu-tiny", **{**data, "model_path": None})
@@ -161,20 +170,18 @@ def test_every_setting_is_explained_in_the_table(data):
 
 
 def test_the_dataset_wrapper_caps_the_tiles_xtuner_loads(tiny_model, tmp_path):
-    """Run in the train env: XTuner's own dataset, through internvl_dataset, on a wide picture."""
-    import subprocess
+    """XTuner's own dataset, through internvl_dataset, on a wide picture (the train env only, as the
+    config's sampler above)."""
+    pytest.importorskip("xtuner")
+    from xtuner.utils import PROMPT_TEMPLATE
 
-    from conftest import TRAIN_PYTHON
     from internvl_course.data.drawing import Piece, Scene, render
+    from internvl_course.finetune.launch import internvl_dataset
 
     render(Scene(pieces=(Piece("circle", "red", 2),)), seed=1).resize((1792, 896)).save(tmp_path / "wide.jpg")
     (tmp_path / "data.json").write_text(json.dumps([{"image": "wide.jpg", "conversations": [
         {"from": "human", "value": "<image>\n盘子里有什么？"}, {"from": "gpt", "value": "两个红色的圆形。"}]}]))
-    script = ("import sys; from xtuner.utils import PROMPT_TEMPLATE; from internvl_course.finetune.launch import "
-              "internvl_dataset as d; print([d(max_dynamic_patch=m, model_path=sys.argv[1], template="
-              "PROMPT_TEMPLATE.internlm2_chat, data_paths=sys.argv[2], image_folders=sys.argv[3])[0]['pixel_values']"
-              ".shape[0] for m in (None, 2)])")
-    result = subprocess.run([str(TRAIN_PYTHON), "-c", script, str(tiny_model), str(tmp_path / "data.json"),
-                             str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[9, 3]"  # 4 x 2 tiles + thumbnail; capped: 2 + thumbnail
+    tiles = [internvl_dataset(max_dynamic_patch=m, model_path=str(tiny_model), data_paths=str(tmp_path / "data.json"),
+                              image_folders=str(tmp_path), template=PROMPT_TEMPLATE.internlm2_chat)[0]["pixel_values"]
+             .shape[0] for m in (None, 2)]
+    assert tiles == [9, 3]  # 4 x 2 tiles + thumbnail; capped: 2 + thumbnail

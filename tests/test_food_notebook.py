@@ -1,22 +1,22 @@
-"""Lesson 05 runs headless with its smoke parameters and publishes the numbers it promises."""
+"""Lesson 05 runs headless with its smoke parameters and publishes the numbers it promises
+(in the session's one run of the notebooks, ``smoke_run``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from internvl_course.data import food_vqa
-from internvl_course.course import plan, runner
+from internvl_course.course import plan
 from internvl_course.data.dishes import FOOD_DISHES
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 
-def test_lesson_05_runs_and_publishes_its_numbers(tiny_model, tmp_path):
-    lesson = next(nb for nb in plan.COURSE if nb.number == "05")
-    params = {**plan.SMOKE_PARAMS["05"], "model_path": str(tiny_model), "backend": "transformers"}
-    result = runner.run_notebook(lesson, params, tmp_path)
-    assert result.status == "ok", result.error
-    published = result.published
+@pytest.mark.runs_notebooks("05")
+def test_lesson_05_runs_and_publishes_its_numbers(smoke_run):
+    params = plan.SMOKE_PARAMS["05"]
+    # two picture grids, two confusion matrices, the wrong answers
+    published = smoke_run.lesson("05", figures=5)
     per_dish = sum(food_vqa.SPLITS.values())
     assert published["dishes"] == len(FOOD_DISHES) >= 12
     assert published["dataset_pictures"] == per_dish * len(FOOD_DISHES)
@@ -30,4 +30,3 @@ def test_lesson_05_runs_and_publishes_its_numbers(tiny_model, tmp_path):
         assert 0 <= published[name] <= 1, name
     assert published["chance"] == 0.25
     assert isinstance(published["dish_within_chance_plus_10"], bool)
-    assert len(result.figures) >= 5  # two picture grids, two confusion matrices, the wrong answers

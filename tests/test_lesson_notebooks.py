@@ -1,45 +1,31 @@
-"""Lessons 1-4 run headless with their smoke parameters and publish the numbers the lessons teach.
+"""Lessons 0-4 run headless with their smoke parameters and publish the numbers the lessons teach.
 
-Lesson 00 runs in tests/test_runner.py (through the ``internvl-course run`` command), 05 in
-test_food_notebook.py, 06 and 07 in test_finetune_notebooks.py.
+They run once per session, in the nbval tier's run (``smoke_run``, tests/conftest.py), which also
+runs 05 (test_food_notebook.py), 06 and 07 (test_finetune_notebooks.py).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
 from internvl_course.course import plan
 from internvl_course.model import preprocess
-from internvl_course.course.runner import NotebookResult, run_notebook
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):
-    """Execute a lesson once per test session (in the ``internvl-course`` kernel) and keep the result."""
-    out = tmp_path_factory.mktemp("lessons")
-    results: dict[str, NotebookResult] = {}
-
-    def execute(number: str, figures: int = 4) -> NotebookResult:
-        if number not in results:
-            notebook = next(nb for nb in plan.COURSE if nb.number == number)
-            results[number] = run_notebook(notebook, plan.SMOKE_PARAMS[number], out)
-        result = results[number]
-        assert result.status == "ok", result.error
-        assert len(result.figures) >= figures, f"{result.notebook}: expected real figures, got {result.figures}"
-        for figure in result.figures:
-            assert (out / figure).read_bytes().startswith(b"\x89PNG")
-        return result
-
-    return execute
+@pytest.mark.runs_notebooks("00")
+def test_00_check_your_setup(smoke_run):
+    published = smoke_run.lesson("00")
+    assert published["doctor_problems"] == 0
+    assert published["notebooks_ready"] == len(plan.present())
+    assert published["matmul_gflops"] > 0
 
 
-def test_01_design_patterns(run):
-    published = run("01").published
+@pytest.mark.runs_notebooks("01")
+def test_01_design_patterns(smoke_run):
+    published = smoke_run.lesson("01", figures=4)
     assert published["alignment_gap_after"] > published["alignment_gap_before"] + 0.3
     assert published["retrieval_before"] < 0.15 and published["retrieval_after"] > 0.6
     assert published["attention_share_on_red"] > 0.8
@@ -49,8 +35,9 @@ def test_01_design_patterns(run):
     assert published["late_fusion_accuracy"] < 0.65
 
 
-def test_02_architecture(run):
-    published = run("02").published
+@pytest.mark.runs_notebooks("02")
+def test_02_architecture(smoke_run):
+    published = smoke_run.lesson("02", figures=4)
     smoke = plan.SMOKE_PARAMS["02"]
     tiles = preprocess.num_tiles(1000, 1000, max_num=smoke["max_num"])  # the "square" demo picture
     assert published["num_tiles"] == tiles
@@ -65,24 +52,26 @@ def test_02_architecture(run):
     assert published["stage1_only_mlp1_gets_gradients"] is True
 
 
-def test_03_dynamic_resolution(run):
-    published = run("03").published
+@pytest.mark.runs_notebooks("03")
+def test_03_dynamic_resolution(smoke_run):
+    published = smoke_run.lesson("03", figures=4)
     smoke = plan.SMOKE_PARAMS["03"]
     sizes = {"portrait": (700, 1400), "panorama": (3000, 500), "tiny": (64, 48),
              "huge": (smoke["huge_width"], smoke["huge_width"] * 2 // 3)}
     for name, size in sizes.items():
         assert published[f"tiles_{name}"] == preprocess.num_tiles(*size, max_num=smoke["max_num"]), name
-    # the reference examples (FACTS.md section 4), always with max_num=12
+    # the reference examples (docs/design.md, "InternVL2"), always with max_num=12
     assert (published["tiles_800x600"], published["tiles_1920x1080"], published["tiles_1000x1000"],
             published["tiles_448x448"]) == (13, 9, 10, 1)
     assert published["patches_per_tile"] == 1024 and published["tokens_per_tile"] == 256
     assert published["v1_is_transpose_of_v2"] is True
 
 
-def test_04_chat(run):
+@pytest.mark.runs_notebooks("04")
+def test_04_chat(smoke_run):
     from internvl_course.serve.demo import example_pictures
 
-    published = run("04", figures=1).published  # the dish it asks about
+    published = smoke_run.lesson("04", figures=1)  # the dish it asks about
     smoke = plan.SMOKE_PARAMS["04"]
     if not torch.cuda.is_available():
         assert published["backend"] == "transformers"
@@ -97,7 +86,19 @@ def test_04_chat(run):
     assert published["api_server_used"] is False and published["demo_launched"] is False  # headless
 
 
-def test_smoke_parameters_cover_lessons_1_to_4():
-    for number in ("01", "02", "03", "04"):
-        assert plan.SMOKE_PARAMS[number], number
-        assert Path(next(nb for nb in plan.COURSE if nb.number == number).path()).exists()
+@pytest.mark.runs_notebooks(*plan.SMOKE_PARAMS)
+def test_every_smoke_value_reaches_its_notebook(smoke_run):
+    """The cell after each parameters cell applied every smoke value, and each one changed the
+    notebook's own default: a smoke run that silently ran the full defaults fails here."""
+    from internvl_course.course.notebook import PARAMS_ENV
+    from internvl_course.course.outputs import PARAMS_CELL_ID
+
+    assert sorted(plan.SMOKE_PARAMS) == [nb.number for nb in plan.COURSE]  # smoke values for every notebook
+    for number, params in plan.SMOKE_PARAMS.items():
+        smoke_run.lesson(number)
+        cell = next(c for c in smoke_run.executed[number].cells if c.get("id") == PARAMS_CELL_ID)
+        printed = "".join(output.get("text", "") for output in cell.outputs).splitlines()
+        for name, value in params.items():
+            prefix = f"{PARAMS_ENV}=smoke: {name} = {value!r} (was "
+            [line] = [line for line in printed if line.startswith(prefix)]
+            assert line != f"{prefix}{value!r})", f"notebook {number}: the smoke value of {name} is its default"

@@ -4,19 +4,19 @@
 nbval tier reruns every committed notebook with ``INTERNVL_COURSE_PARAMS=smoke`` and compares the
 cells marked ``# NBVAL_CHECK_OUTPUT`` with their committed outputs, through
 ``tests/nbval_sanitize.cfg`` (and ``tests/nbval_history.py``, so that a trailing ``;`` silences a
-cell's value as it does in JupyterLab).
+cell's value as it does in JupyterLab). That run (``smoke_run``, tests/conftest.py) is the only
+execution of the notebooks in a test session: the lesson tests read what it published and drew.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import COURSE_PYTHON, REPO
+from conftest import REPO
 
 nbformat = pytest.importorskip("nbformat")
 from internvl_course.course import plan, outputs, runner  # noqa: E402
@@ -55,15 +55,12 @@ def test_committed_lesson_4_run_meets_its_targets():
 
 
 @pytest.mark.slow
-def test_nbval_lax_passes_on_the_committed_notebooks():
+@pytest.mark.runs_notebooks(*(path.name[:2] for path in NOTEBOOKS))
+def test_nbval_lax_passes_on_the_committed_notebooks(smoke_run):
     """The committed notebooks rerun with smoke values, in a fresh work_dirs (06 trains there and 07
     merges there, never in the student's own)."""
-    with runner.fresh_work_dirs():
-        result = subprocess.run(
-            [str(COURSE_PYTHON), "-m", "pytest", "--nbval-lax", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
-             "-p", "tests.nbval_history", "-p", "no:cacheprovider", "-q", *(str(p.relative_to(REPO)) for p in NOTEBOOKS)],
-            cwd=REPO, env={**os.environ, PARAMS_ENV: "smoke"}, capture_output=True, text=True, timeout=3600)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert sorted(smoke_run.executed) == [path.name[:2] for path in NOTEBOOKS], smoke_run.log
+    assert smoke_run.returncode == 0, smoke_run.log
 
 
 # --- the pieces, on small notebooks made here ------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -41,6 +42,10 @@ def test_only_accepts_short_numbers():
     assert [nb.number for nb in runner.select(["0"])] == ["00"]
 
 
+def test_no_only_runs_the_whole_course_in_order():
+    assert runner.select([]) == list(plan.COURSE)
+
+
 def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("text"),
@@ -56,16 +61,29 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     assert (tmp_path / "out" / plan.COURSE[0].filename).exists()  # kept for reading
 
 
-def test_cli_runs_the_setup_notebook_and_writes_a_summary(tmp_path):
+def test_cli_runs_a_notebook_with_smoke_values_and_writes_a_summary(tmp_path):
+    """`internvl-course run --only 00 --params smoke` on a course root whose 00 is a small notebook
+    (the real notebooks run once a session, in ``smoke_run``; test_lesson_notebooks.py checks what
+    00 publishes there): the smoke value reaches the notebook, and what it published and the
+    executed copy land in --out."""
+    root = tmp_path / "root"
+    (root / "notebooks").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell("matmul_size = 1024")
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell(
+        "from internvl_course.course.publish import publish\npublish('matmul_size', matmul_size)")]
+    nb.metadata["kernelspec"] = {"name": "internvl-course", "display_name": "x", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / plan.COURSE[0].filename)
+    out = tmp_path / "out"
     cli = REPO / ".venv" / "bin" / "internvl-course"
-    result = subprocess.run([str(cli), "run", "--only", "00", "--params", "smoke", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(cli), "run", "--only", "00", "--params", "smoke", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "INTERNVL_COURSE_ROOT": str(root)})
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     [entry] = summary["results"]
     assert entry["notebook"] == "00_check_your_setup.ipynb" and entry["status"] == "ok"
-    assert entry["published"]["doctor_problems"] == 0
-    assert entry["published"]["notebooks_ready"] == len(plan.present())
-    assert entry["published"]["matmul_gflops"] > 0
-    assert (tmp_path / "00_check_your_setup.ipynb").exists()
-    assert "00_check_your_setup.ipynb | ok" in (tmp_path / "summary.md").read_text()
+    assert entry["published"] == {"matmul_size": plan.SMOKE_PARAMS["00"]["matmul_size"]} != {"matmul_size": 1024}
+    assert (out / "00_check_your_setup.ipynb").exists()
+    assert "00_check_your_setup.ipynb | ok" in (out / "summary.md").read_text()
