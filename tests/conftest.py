@@ -96,18 +96,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Stop a notebook run that no test waited for (``-x``, Ctrl-C) as Ctrl-C would: nbval then
-    shuts its kernel down and the fresh work_dirs is removed. Then remove what it wrote."""
+    """Stop a notebook run that no test waited for (``-x``, Ctrl-C) as Ctrl-C would (SIGTERM, which
+    tests/nbval_record.py turns into KeyboardInterrupt): nbval then shuts its kernel down and the
+    fresh work_dirs is removed. One that does not stop in 30 s is killed, and its work_dirs removed
+    here. Then what it wrote is removed."""
     started = config.stash.get(STARTED, None)
     if started is None:
         return
     if started.process.poll() is None:
-        started.process.send_signal(signal.SIGINT)
+        started.process.terminate()
         try:
-            started.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(started.process.pid, signal.SIGKILL)
+            started.process.wait(timeout=30)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C does not wait either
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(started.process.pid, signal.SIGKILL)
             started.process.wait()
+            fresh = started.folder / "fresh_work_dirs.txt"
+            if fresh.exists():
+                shutil.rmtree(fresh.read_text(encoding="utf-8").strip(), ignore_errors=True)
     shutil.rmtree(started.folder, ignore_errors=True)
 
 

@@ -8,15 +8,21 @@ student's own work_dirs), and DIR receives:
 - each notebook as soon as its last cell is done: the committed notebook with every code cell's
   outputs as the kernel sent them in this run, numbered 1, 2, ... in run order; a cell that did
   not run (a skipped cell, or one after the kernel died) keeps no outputs and no execution count;
-- ``work_dirs.txt``: every file and folder the run left in its work_dirs, relative to it.
+- ``work_dirs.txt``: every file and folder the run left in its work_dirs, relative to it;
+- ``fresh_work_dirs.txt``: that work_dirs' own path, written first, so that whoever has to kill
+  the run outright can still remove it.
 
 So the tests that assert on what a lesson published, drew or wrote read this one run
 (``smoke_run`` in tests/conftest.py) instead of executing every notebook a second time.
+
+SIGTERM stops the run as Ctrl-C does (tests/conftest.py sends it to a run no test waited for):
+pytest then shuts nbval's kernel down and this plugin removes the fresh work_dirs.
 """
 
 from __future__ import annotations
 
 import copy
+import signal
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,8 @@ class Recorder:
         self.outputs: dict[int, list[Any]] = {}  # code cell number -> outputs, for the notebook running now
         self.stack = ExitStack()
         self.work = self.stack.enter_context(fresh_work_dirs())  # the kernels nbval starts inherit it
+        (self.folder / "fresh_work_dirs.txt").write_text(f"{self.work}\n", encoding="utf-8")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):

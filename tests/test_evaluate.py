@@ -238,3 +238,18 @@ def test_plots_use_the_chinese_font_without_changing_matplotlib_settings(chinese
         for figure in figures:
             plt.close(figure)
     assert dict(matplotlib.rcParams) == before, "a plot changed matplotlib's settings for every later figure"
+
+
+def test_every_figure_made_with_the_plot_fonts_reaches_the_notebook():
+    """In a kernel, an rc_context around the first figure made every later figure vanish (lessons
+    05 and 07 showed 1 of 5 and 1 of 4): each figure of each cell must come out as a picture."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = ["from internvl_course.finetune import evaluate\nimport matplotlib.pyplot as plt",
+             "figure, axes = plt.subplots()\naxes.set_title('宫保鸡丁')\nevaluate._use_plot_fonts(figure)",
+             "figure, axes = plt.subplots()\naxes.plot([1, 2])",
+             "evaluate._use_plot_fonts(plt.subplots()[0])\nplt.subplots()"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(nb, kernel_name="internvl-course", timeout=120).execute()
+    pictures = [sum("image/png" in o.get("data", {}) for o in cell.outputs) for cell in nb.cells]
+    assert pictures == [0, 1, 1, 2]

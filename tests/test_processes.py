@@ -345,5 +345,5 @@ def test_a_train_python_that_cannot_run_is_named_before_anything_starts(tmp_path
     python.write_text("#!/bin/sh\n")
     python.chmod(0o644)
     monkeypatch.setenv("INTERNVL_COURSE_TRAIN_PYTHON", str(python))
-    with pytest.raises(trainenv.TrainEnvMissing, match=r"is not an executable file.*chmod \+x"):
+    with pytest.raises(PermissionError, match=r"is not executable: make it executable \(chmod \+x"):
         trainenv.train_python()

@@ -310,7 +310,7 @@ def cjk_font() -> str | None:
 
     matplotlib ships no Chinese font and does not look inside .ttc collections on its own, which
     is where Linux distributions keep theirs. Finding the font selects nothing: each plot of this
-    module selects it for its own figure only (``_plot_fonts``).
+    module selects it for its own figures only (``_use_plot_fonts``).
     """
     import glob
 
@@ -331,17 +331,24 @@ def cjk_font() -> str | None:
     return name
 
 
-def _plot_fonts():
-    """A ``with`` block in which new text uses DejaVu Sans, then the Chinese font for the glyphs
-    DejaVu lacks (a list of families is a per-glyph fallback chain, matplotlib >= 3.6).
+def _use_plot_fonts(figure) -> None:
+    """Give ``figure``'s text DejaVu Sans, then the Chinese font for the glyphs DejaVu lacks (a list
+    of families is a per-glyph fallback chain, matplotlib >= 3.6); called before layout.
 
-    Scoped, not set globally: the student's own figures keep their settings. Text takes its font
-    when it is created, so a figure made inside the block keeps it when it is drawn later.
+    Set on the figure's own text, never through ``rcParams``: the student's figures keep their
+    settings, and Jupyter's inline backend keeps its own (an ``rc_context`` around a kernel's first
+    figure made every later figure of the notebook vanish).
     """
-    import matplotlib
+    from matplotlib.text import Text
 
     name = cjk_font()
-    return matplotlib.rc_context({"font.family": ["DejaVu Sans", name]} if name else {})
+    if name is None:
+        return
+    family = ["DejaVu Sans", name]
+    for axes in figure.axes:
+        axes.tick_params(labelfontfamily=family)  # tick labels made again at draw time
+    for text in figure.findobj(Text):
+        text.set_fontfamily(family)
 
 
 def label(name: str) -> str:
@@ -362,14 +369,14 @@ def plot_dish_pictures(pictures: Sequence[tuple[Path, str]], columns: int = 6, s
     import matplotlib.pyplot as plt
 
     rows = max(1, math.ceil(len(pictures) / columns))
-    with _plot_fonts():
-        figure, axes = plt.subplots(rows, columns, figsize=(columns * side, rows * (side + 0.35)), squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
-        for ax, (path, caption) in zip(axes.flat, pictures):
-            ax.imshow(_thumbnail(Path(path), 224))
-            ax.set_title(caption, fontsize=8)
-        figure.tight_layout()
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * side, rows * (side + 0.35)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (path, caption) in zip(axes.flat, pictures):
+        ax.imshow(_thumbnail(Path(path), 224))
+        ax.set_title(caption, fontsize=8)
+    _use_plot_fonts(figure)
+    figure.tight_layout()
     return figure
 
 
@@ -398,20 +405,20 @@ def plot_confusion(evaluation: Evaluation, open_ended: bool = False):
     if not pairs:
         raise ValueError("no answers of that kind to plot: evaluate with dish questions (or open_ended=True)")
     rows, columns, counts = _confusion(pairs, missing)
-    with _plot_fonts():
-        figure, ax = plt.subplots(figsize=(2 + 0.32 * len(columns), 1.5 + 0.3 * len(rows)))
-        ax.imshow(counts, cmap="Blues", aspect="auto")
-        ax.set_xticks(range(len(columns)), [label(c) for c in columns], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(rows)), [label(r) for r in rows], fontsize=7)
-        for r, row in enumerate(counts):
-            for c, count in enumerate(row):
-                if count:
-                    ax.text(c, r, str(count), ha="center", va="center", fontsize=6,
-                            color="white" if count > max(map(max, counts)) / 2 else "black")
-        ax.set_xlabel("model's answer")
-        ax.set_ylabel("dish in the picture")
-        ax.set_title(f"{what}\naccuracy {accuracy:.0%} on {len(pairs)} pictures", fontsize=9)
-        figure.tight_layout()
+    figure, ax = plt.subplots(figsize=(2 + 0.32 * len(columns), 1.5 + 0.3 * len(rows)))
+    ax.imshow(counts, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(len(columns)), [label(c) for c in columns], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(rows)), [label(r) for r in rows], fontsize=7)
+    for r, row in enumerate(counts):
+        for c, count in enumerate(row):
+            if count:
+                ax.text(c, r, str(count), ha="center", va="center", fontsize=6,
+                        color="white" if count > max(map(max, counts)) / 2 else "black")
+    ax.set_xlabel("model's answer")
+    ax.set_ylabel("dish in the picture")
+    ax.set_title(f"{what}\naccuracy {accuracy:.0%} on {len(pairs)} pictures", fontsize=9)
+    _use_plot_fonts(figure)
+    figure.tight_layout()
     return figure
 
 
@@ -432,23 +439,23 @@ def plot_wrong_answers(evaluation: Evaluation, image_root: Path, limit: int = 8)
         ax.axis("off")
         ax.text(0.5, 0.5, "no wrong answers", ha="center", va="center")
         return figure
-    with _plot_fonts():
-        figure, axes = plt.subplots(len(wrong), 2, figsize=(9, 1.45 * len(wrong)), squeeze=False,
-                                    gridspec_kw={"width_ratios": [1, 5]})
-        for (picture_ax, text_ax), answer in zip(axes, wrong):
-            item = answer.item
-            picture_ax.imshow(_thumbnail(Path(image_root) / item["food_meta"]["food_file"], 120))
-            picture_ax.axis("off")
-            text_ax.axis("off")
-            question, choices = question_and_choices(item, "zh" if chinese else "en")
-            said = ("(no choice)" if answer.predicted is None
-                    else f"{LETTERS[answer.predicted]}. {choices[answer.predicted]}")
-            text_ax.text(0, 0.5, f"[{answer.question_type}] {question}\n"
-                                 f"right: {LETTERS[answer.expected]}. {choices[answer.expected]}\n"
-                                 f"read as: {said}\n"
-                                 f"reply: {_short(answer.reply)}", va="center", fontsize=8)
-        figure.suptitle(f"{len(wrong)} of {len(evaluation.wrong())} wrong answers", fontsize=10)
-        figure.tight_layout()
+    figure, axes = plt.subplots(len(wrong), 2, figsize=(9, 1.45 * len(wrong)), squeeze=False,
+                                gridspec_kw={"width_ratios": [1, 5]})
+    for (picture_ax, text_ax), answer in zip(axes, wrong):
+        item = answer.item
+        picture_ax.imshow(_thumbnail(Path(image_root) / item["food_meta"]["food_file"], 120))
+        picture_ax.axis("off")
+        text_ax.axis("off")
+        question, choices = question_and_choices(item, "zh" if chinese else "en")
+        said = ("(no choice)" if answer.predicted is None
+                else f"{LETTERS[answer.predicted]}. {choices[answer.predicted]}")
+        text_ax.text(0, 0.5, f"[{answer.question_type}] {question}\n"
+                             f"right: {LETTERS[answer.expected]}. {choices[answer.expected]}\n"
+                             f"read as: {said}\n"
+                             f"reply: {_short(answer.reply)}", va="center", fontsize=8)
+    figure.suptitle(f"{len(wrong)} of {len(evaluation.wrong())} wrong answers", fontsize=10)
+    _use_plot_fonts(figure)
+    figure.tight_layout()
     return figure
 
 

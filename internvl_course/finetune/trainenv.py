@@ -7,6 +7,7 @@ through subprocesses started here, never by importing xtuner in the kernel.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -43,10 +44,15 @@ def train_python() -> Path:
             f"The train env is missing: {python} does not exist. "
             "Create it with `make setup` (it installs requirements/train.lock into .venv-train/)."
         )
-    if python.is_dir() or not os.access(python, os.X_OK):
-        raise TrainEnvMissing(f"The train env's Python {python} is not an executable file. Make it one "
-                              f"(chmod +x {python}), point INTERNVL_COURSE_TRAIN_PYTHON at a working one, or "
-                              "recreate the env with `make setup`.")
+    # OSErrors, as starting it would raise, but before anything starts and with the fix in the message.
+    if python.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not the train env's Python: point "
+                                "INTERNVL_COURSE_TRAIN_PYTHON at the interpreter itself, or unset it and recreate "
+                                "the env with `make setup`", str(python))
+    if not os.access(python, os.X_OK):
+        raise PermissionError(errno.EACCES, f"is not executable: make it executable (chmod +x {python}), point "
+                              "INTERNVL_COURSE_TRAIN_PYTHON at a working one, or recreate the env with "
+                              "`make setup`", str(python))
     return python
 
 

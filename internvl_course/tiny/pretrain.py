@@ -443,18 +443,30 @@ def read_metadata(path: str | Path = BASE_WEIGHTS) -> dict:
     return json.loads(meta[METADATA_KEY])
 
 
+def _kit_weights(path: Path) -> bool:
+    """Whether ``path`` is a weights file this module wrote (it carries ``METADATA_KEY``)."""
+    try:
+        read_metadata(path)
+    except Exception:  # not safetensors, not ours, unreadable: not the kit's to replace
+        return False
+    return True
+
+
 def check_base_output(out_path: str | Path, overwrite: bool = False) -> None:
-    """Refuse, before minutes of training, to replace files the kit did not ship: the weights file
-    and the ``tokenizer.model`` beside it may be replaced only at the shipped place (``make base``)
-    or with ``overwrite``."""
+    """Refuse, before minutes of training, to replace files the kit did not write: an existing
+    weights file must carry the kit's metadata, and an existing ``tokenizer.model`` beside it must
+    sit beside such a file; ``overwrite`` replaces them anyway."""
     out = Path(out_path)
-    if overwrite or out.resolve() == BASE_WEIGHTS.resolve():
+    if overwrite:
         return
-    existing = [path for path in (out, out.with_name("tokenizer.model")) if path.exists()]
-    if existing:
-        raise FileExistsError(f"{', '.join(map(str, existing))} already exist(s); a base is written as the weights file "
-                              "and tokenizer.model beside it. Choose an empty folder for --out, or pass --overwrite "
-                              "to replace them.")
+    foreign = [out] if out.exists() and not _kit_weights(out) else []
+    tokenizer = out.with_name("tokenizer.model")
+    if tokenizer.exists() and not any(_kit_weights(p) for p in out.parent.glob("*.safetensors")):
+        foreign.append(tokenizer)
+    if foreign:
+        raise FileExistsError(f"{', '.join(map(str, foreign))} already exist(s) and were not written by "
+                              "internvl-course base; a base is written as the weights file and tokenizer.model "
+                              "beside it. Choose an empty folder for --out, or pass --overwrite to replace them.")
 
 
 def train_base(out_path: str | Path = BASE_WEIGHTS, seed: int = 0, recipe: Recipe = Recipe(),
