@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 #: Linux reports the process's file mode mask here (``Umask:`` line, since Linux 4.7).
 PROC_STATUS = Path("/proc/self/status")
@@ -41,6 +41,12 @@ def current_umask() -> int:
             return int(line.split()[1], 8)
     shown = subprocess.run(["/bin/sh", "-c", "umask"], capture_output=True, text=True, check=True).stdout
     return int(shown.strip(), 8)
+
+
+def json_text(data: Any, ensure_ascii: bool = False) -> str:
+    """The kit's JSON files as text: indented, keys sorted (the same data, the same bytes), one
+    final newline; ``ensure_ascii`` where a file's readers expect escapes (config.json)."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=ensure_ascii) + "\n"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

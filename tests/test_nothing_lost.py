@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from internvl_course import cli, fileio
+from internvl_course import cli
 from internvl_course.data import food_vqa, foodieqa
 from internvl_course.data.drawing import Piece, Scene, render
 from internvl_course.fileio import MARKER, atomic_directory

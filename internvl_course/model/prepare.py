@@ -27,7 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
-from internvl_course.fileio import atomic_directory, atomic_write_text, files_not_written, mark_as_written
+from internvl_course.fileio import atomic_directory, atomic_write_text, files_not_written, json_text, mark_as_written
 from internvl_course.modelcode.configuration_internlm2 import LLM_AUTO_MAP
 from internvl_course.modelcode.configuration_internvl_chat import AUTO_MAP, MODEL_CODE_FILES
 from internvl_course.paths import work_dir
@@ -82,10 +82,6 @@ def config_for_kit(folder: ModelFolder) -> dict:
     return config
 
 
-def _json_text(data: dict) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def _adopt_older(folder: Path) -> None:
     """Give a folder an older kit prepared (its manifest, no marker) the marker it would carry now."""
     if (folder / MANIFEST).is_file() and files_not_written(folder) is None:
@@ -132,9 +128,9 @@ def prepared_folder(model_path: str | Path, tool: str, quiet: bool = False) -> P
                 os.symlink(file, staging / file.name)
         if (folder.path / "generation_config.json").is_file():
             os.symlink(folder.path / "generation_config.json", staging / "generation_config.json")
-        atomic_write_text(staging / "config.json", _json_text(config_for_kit(folder)))
-        atomic_write_text(staging / "tokenizer_config.json", _json_text(tokenizer_config_for_kit(folder)))
-        atomic_write_text(staging / MANIFEST, _json_text({"source": str(folder.path), "digest": digest,
+        atomic_write_text(staging / "config.json", json_text(config_for_kit(folder)))
+        atomic_write_text(staging / "tokenizer_config.json", json_text(tokenizer_config_for_kit(folder)))
+        atomic_write_text(staging / MANIFEST, json_text({"source": str(folder.path), "digest": digest,
                                                           "family": folder.family, "for": tool}))
     _remove_stale(out, folder.path)
     if not quiet:

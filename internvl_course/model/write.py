@@ -11,14 +11,13 @@ the kit may replace the folder later and no other); a ``check`` that raises leav
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from internvl_course.fileio import MARKER, atomic_directory, mark_as_written
+from internvl_course.fileio import MARKER, atomic_directory, json_text, mark_as_written
 from internvl_course.model.folder import TOKENIZER_CODE_FILES
 from internvl_course.modelcode.configuration_internvl_chat import MODEL_CODE_FILES, llm_architecture
 from internvl_course.modelcode.conversation import IMG_CONTEXT_TOKEN
@@ -61,10 +60,6 @@ def code_files(model) -> tuple[str, ...]:
     return MODEL_CODE_FILES + (TOKENIZER_CODE_FILES if internlm2 else ())
 
 
-def _json_text(data: dict[str, Any], ensure_ascii: bool = True) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=ensure_ascii) + "\n"
-
-
 def write_model_folder(model, tokenizer, out_dir: str | Path, *, tokenizer_files: Iterable[Path],
                        generation_config: dict[str, Any] | None, tokenizer_config: dict[str, Any] | None = None,
                        overwrite: bool = False, check: Callable[[Path], None] | None = None) -> Path:
@@ -90,10 +85,10 @@ def write_model_folder(model, tokenizer, out_dir: str | Path, *, tokenizer_files
         for name in code_files(model):
             shutil.copyfile(MODELCODE / name, staging / name)
         if tokenizer_config is not None:
-            (staging / "tokenizer_config.json").write_text(_json_text(tokenizer_config, ensure_ascii=False),
+            (staging / "tokenizer_config.json").write_text(json_text(tokenizer_config),
                                                            encoding="utf-8")
         if generation_config is not None:
-            (staging / "generation_config.json").write_text(_json_text(generation_config), encoding="utf-8")
+            (staging / "generation_config.json").write_text(json_text(generation_config, ensure_ascii=True), encoding="utf-8")
         if check is not None:
             check(staging)
     return out

@@ -18,7 +18,7 @@ from typing import Any
 import sentencepiece as spm
 
 from internvl_course.data.words import corpus_dialogues, corpus_sentences
-from internvl_course.fileio import atomic_write_bytes, atomic_write_text
+from internvl_course.fileio import atomic_write_bytes, atomic_write_text, json_text
 from internvl_course.modelcode.conversation import INTERNVL_SYSTEM_MESSAGE, get_conv_template
 from internvl_course.paths import MODELCODE
 
@@ -189,10 +189,6 @@ def special_tokens_map(additional: tuple[str, ...] = (), **named: str) -> dict[s
         f"{role}_token": special_token(content) for role, content in named.items()}
 
 
-def _json(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def build_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
                     model: bytes | None = None, template: str = "internlm2-chat") -> Path:
     """Write the tokenizer files into ``out_dir`` (created if needed) and return it.
@@ -206,8 +202,8 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, s
     model = model if model is not None else train_sentencepiece(vocab_size, seed)
     atomic_write_bytes(out / "tokenizer.model", model)
     config = tokenizer_config(spm.SentencePieceProcessor(model_proto=model), template)
-    atomic_write_text(out / "tokenizer_config.json", _json(config))
-    atomic_write_text(out / "special_tokens_map.json", _json(special_tokens_map(ADDITIONAL_SPECIAL_TOKENS, bos=BOS, eos=EOS, pad=PAD, unk=UNK)))
+    atomic_write_text(out / "tokenizer_config.json", json_text(config))
+    atomic_write_text(out / "special_tokens_map.json", json_text(special_tokens_map(ADDITIONAL_SPECIAL_TOKENS, bos=BOS, eos=EOS, pad=PAD, unk=UNK)))
     for name in CODE_FILES:
         shutil.copyfile(MODELCODE / name, out / name)
     return out
